@@ -1,0 +1,465 @@
+"""Command-line interface: ``bodyscore predict | crop | models | prepare-data | train | calibrate``.
+
+This is the only module that prints or decides exit codes. Every sub-command is a function
+``_cmd_<name>(args) -> int``; :func:`main` turns bodyscore errors into one-line messages on stderr
+and a non-zero exit code, never a traceback.
+
+Exit codes: 0 success; 1 some inputs failed (the others were still written); 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bodyscore import __version__
+from bodyscore.errors import BodyscoreError, MultipleSeriesError, OutputError
+
+if TYPE_CHECKING:
+    from bodyscore.model.backends import ScoreModel
+    from bodyscore.result import ScoreResult
+    from bodyscore.volume import Volume
+
+__all__ = ["console_main", "main"]
+
+log = logging.getLogger("bodyscore")
+
+EXIT_OK = 0
+EXIT_FAILURES = 1
+EXIT_USAGE = 2
+
+_NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _eprint(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def input_stem(path: str | os.PathLike[str]) -> str:
+    """Output name stem of an input: ``ct.nii.gz`` → ``ct``; a DICOM folder → its name."""
+    name = Path(path).name or Path(path).resolve().name
+    for suffix in (*_NIFTI_SUFFIXES, *_ITK_SUFFIXES, ".dcm"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Expand glob patterns (``'data/*.nii.gz'``); a pattern matching nothing is kept as is
+    so that the reader reports it as missing."""
+    expanded: list[str] = []
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            matches = sorted(glob.glob(pattern))
+            expanded.extend(matches if matches else [pattern])
+        else:
+            expanded.append(pattern)
+    # keep order, drop duplicates
+    return list(dict.fromkeys(expanded))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One thing to score: an input path and optionally a DICOM series."""
+
+    path: str
+    series_uid: str | None
+    stem: str
+
+
+def _progress_bar(enabled: bool, label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm progress callback ``(done, total)`` on stderr, and its closer."""
+    if not enabled:
+        return (lambda done, total: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=label, unit="slice", leave=False, file=sys.stderr)
+        bar["bar"].n = done
+        bar["bar"].refresh()
+
+    def close() -> None:
+        if "bar" in bar:
+            bar["bar"].close()
+
+    return update, close
+
+
+def _load_model(args: argparse.Namespace) -> ScoreModel:
+    from bodyscore.model import load_model
+
+    return load_model(args.model, backend=args.backend)
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * verbosity
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s: %(message)s")
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------
+def _plan_jobs(inputs: Sequence[str], series: str | None) -> Iterator[_Job | BodyscoreError]:
+    """Turn inputs into jobs; with ``--series all`` every CT series of a folder is one job."""
+    from bodyscore.io import list_dicom_series
+
+    for path in inputs:
+        stem = input_stem(path)
+        if series != "all" or not Path(path).is_dir():
+            yield _Job(path, None if series == "all" else series, stem)
+            continue
+        try:
+            found = [s for s in list_dicom_series(path) if s.modality == "CT"]
+        except BodyscoreError as exc:
+            yield exc
+            continue
+        for info in found:
+            suffix = f"_{info.uid}" if len(found) > 1 else ""
+            yield _Job(path, info.uid, f"{stem}{suffix}")
+
+
+def _unique_stems(jobs: list[_Job]) -> list[_Job]:
+    """Make output stems unique (``a.nii.gz`` in two folders → ``a`` and ``a_2``)."""
+    seen: dict[str, int] = {}
+    out = []
+    for job in jobs:
+        count = seen.get(job.stem, 0) + 1
+        seen[job.stem] = count
+        stem = job.stem if count == 1 else f"{job.stem}_{count}"
+        out.append(_Job(job.path, job.series_uid, stem))
+    return out
+
+
+def _score_one(job: _Job, model: ScoreModel, args: argparse.Namespace) -> tuple[ScoreResult, Volume]:
+    from bodyscore.inference import predict
+    from bodyscore.io import read_volume
+
+    volume = read_volume(job.path, series_uid=job.series_uid)
+    update, close = _progress_bar(args.progress, input_stem(job.path))
+    try:
+        result = predict(volume, model, batch_size=args.batch_size, progress=update)
+    finally:
+        close()
+    return result, volume
+
+
+def _write_outputs(result: ScoreResult, volume: Volume, job: _Job, args: argparse.Namespace) -> None:
+    from bodyscore.export.json_writer import write_json
+
+    if args.output == "-":
+        print(result.to_json(indent=2))
+        return
+    out_dir = Path(args.output)
+    write_json(result, out_dir / f"{job.stem}.json")
+    if args.csv:
+        from bodyscore.export.tables import write_csv
+
+        write_csv(result, out_dir / f"{job.stem}.csv")
+    if args.png:
+        from bodyscore.export.plots import write_png
+
+        write_png(result, out_dir / f"{job.stem}.png", volume)
+
+
+def _check_output_dir(out: str, inputs: Sequence[str]) -> None:
+    if out == "-":
+        return
+    out_path = Path(out).resolve()
+    if out_path.exists() and not out_path.is_dir():
+        raise OutputError(f"{out}: output must be a folder (or '-' for stdout)")
+    for item in inputs:
+        if Path(item).exists() and Path(item).resolve() == out_path and not Path(item).is_dir():
+            raise OutputError(f"{out}: output would overwrite the input {item}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    inputs = expand_inputs(args.inputs)
+    _check_output_dir(args.output, inputs)
+    planned = list(_plan_jobs(inputs, args.series))
+    failures = [str(p) for p in planned if isinstance(p, BodyscoreError)]
+    jobs = _unique_stems([p for p in planned if isinstance(p, _Job)])
+    if args.output == "-" and len(jobs) != 1:
+        raise OutputError("-o -: printing to stdout needs exactly one input")
+    model = _load_model(args)
+    done = 0
+    for job in jobs:
+        if args.skip_existing and args.output != "-" and (Path(args.output) / f"{job.stem}.json").exists():
+            log.info("%s: result exists, skipped", job.path)
+            continue
+        try:
+            result, volume = _score_one(job, model, args)
+            _write_outputs(result, volume, job, args)
+        except MultipleSeriesError as exc:
+            listing = "; ".join(f"{uid} ({desc})" for uid, desc in exc.series)
+            failures.append(f"{exc} [series: {listing}]")
+            continue
+        except BodyscoreError as exc:
+            failures.append(str(exc))
+            continue
+        done += 1
+        for warning in result.warnings:
+            _eprint(f"warning: {job.path}: {warning}")
+        if args.output != "-":
+            _eprint(
+                f"{job.path}: {result.body_part_examined_tag}"
+                f"{'  [reversed z-order]' if result.reverse_z_ordering else ''}"
+                f"{'  [invalid z-spacing]' if result.valid_z_spacing is False else ''}"
+            )
+    for failure in failures:
+        _eprint(f"error: {failure}")
+    if failures:
+        _eprint(f"{len(failures)} of {len(failures) + done} inputs failed")
+        return EXIT_FAILURES
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# crop
+# --------------------------------------------------------------------------------------------
+def _crop_bounds(args: argparse.Namespace, model: ScoreModel) -> Any:
+    from bodyscore.usecases import crop
+
+    table = model.settings.lookup_table
+    if args.scores is not None:
+        return crop.bounds_from_scores(args.scores[0], args.scores[1])
+    if args.region is not None:
+        return crop.bounds_from_landmarks([args.region], lookup_table=table)
+    if args.landmarks is not None:
+        return crop.bounds_from_landmarks(args.landmarks, lookup_table=table)
+    from bodyscore.result import ScoreResult
+
+    files = sorted(Path(args.from_results).glob("*.json"))
+    results = [ScoreResult.from_json(f) for f in files]
+    return crop.bounds_from_results(results, q_min=args.q_min, q_max=args.q_max)
+
+
+def _cmd_crop(args: argparse.Namespace) -> int:
+    from bodyscore.inference import predict
+    from bodyscore.io import read_volume, write_cropped
+    from bodyscore.usecases import crop
+
+    model = _load_model(args)
+    bounds = _crop_bounds(args, model)
+    volume = read_volume(args.input, series_uid=args.series)
+    update, close = _progress_bar(args.progress, input_stem(args.input))
+    try:
+        result = predict(volume, model, batch_size=args.batch_size, progress=update)
+    finally:
+        close()
+    selected = crop.slices_in_bounds(result, bounds)
+    if selected is None:
+        _eprint(
+            f"error: {args.input}: no slice scores between {bounds.score_min:.1f} and "
+            f"{bounds.score_max:.1f}; nothing written"
+        )
+        return EXIT_FAILURES
+    out = write_cropped(
+        args.input, args.output, start=selected.start, stop=selected.stop, series_uid=args.series
+    )
+    _eprint(
+        f"{args.input}: kept slices {selected.start}..{selected.stop - 1} of {result.n_slices} "
+        f"(scores {bounds.score_min:.1f}..{bounds.score_max:.1f}) -> {out}"
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+def _cmd_models(args: argparse.Namespace) -> int:
+    from bodyscore.model import registry
+
+    if args.models_command == "list":
+        for entry in registry.list_models():
+            state = "installed" if entry.is_available() else "not downloaded"
+            print(f"{entry.name:<16} {state:<15} {entry.licence:<14} {entry.description}")
+        return EXIT_OK
+    model = _load_model(args)
+    for key, value in model.info.items():
+        print(f"{key}: {value}")
+    settings = model.settings
+    print(f"transform: raw {settings.transform_min:.4g} -> 0, raw {settings.transform_max:.4g} -> 100")
+    print(f"expected slope: {settings.slope_mean:.5g} score/mm")
+    print(f"landmarks in look-up table: {len(settings.lookup_table)}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# training flow
+# --------------------------------------------------------------------------------------------
+def _cmd_prepare_data(args: argparse.Namespace) -> int:
+    from bodyscore.train.data import prepare_data
+
+    manifest = prepare_data(
+        expand_inputs(args.sources), args.output, seed=args.seed, val_fraction=args.val_fraction
+    )
+    _eprint(f"prepared {len(manifest.volumes)} volumes in {args.output}")
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bodyscore.train.trainer import run_training_from_file
+
+    result = run_training_from_file(args.config, out_dir=args.output, resume=not args.restart)
+    _eprint(f"training finished: {result}")
+    return EXIT_OK
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from bodyscore.train.calibrate import calibrate_package
+
+    path = calibrate_package(args.model, landmarks=args.landmarks, data_dir=args.data)
+    _eprint(f"wrote {path}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="default",
+        help="model name (see 'bodyscore models list') or path to a model folder "
+        "(bodyscore or bpreg layout); default: the model shipped with bodyscore",
+    )
+    parser.add_argument(
+        "--backend", choices=("auto", "onnx", "torch"), default="auto",
+        help="inference backend (default: ONNX Runtime when possible)",
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="slices per batch (default 64)")
+
+
+def _add_predict(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict", help="score every slice of CT volumes",
+        description="Score every axial slice; write OUTDIR/<input-stem>.json per input.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="NIfTI/NRRD/MHA file, DICOM folder, or a glob such as 'data/*.nii.gz'")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                   help="output folder, or '-' to print the JSON of a single input")
+    p.add_argument("--series", metavar="UID",
+                   help="SeriesInstanceUID to score in a DICOM folder with several series, "
+                   "or 'all' to score each")
+    p.add_argument("--csv", action="store_true", help="also write a per-slice CSV")
+    p.add_argument("--png", action="store_true",
+                   help="also write a PNG (score curve + coronal view coloured by region)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="do not score inputs whose JSON already exists (resume a batch)")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_predict)
+
+
+def _add_crop(sub: Any) -> None:
+    p = sub.add_parser(
+        "crop", help="crop a CT volume to a known body region (thesis sec. 4.3.2)",
+        description="Write the slices whose cleaned score lies in a known region, in the "
+        "input's own format and orientation.",
+    )
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="output file (same format as the input) or folder for DICOM")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--region", choices=("legs", "pelvis", "abdomen", "chest", "shoulder-neck",
+                                          "head"), help="a body region of thesis table 4.6")
+    how.add_argument("--landmarks", nargs=2, metavar=("FROM", "TO"),
+                     help="two landmarks of the look-up table, e.g. L5 Th8")
+    how.add_argument("--scores", nargs=2, type=float, metavar=("MIN", "MAX"),
+                     help="score bounds, e.g. 20 60")
+    how.add_argument("--from-results", metavar="DIR",
+                     help="data-driven bounds from the result JSON files of an algorithm's "
+                     "training data (quantiles --q-min/--q-max)")
+    p.add_argument("--q-min", type=float, default=0.05)
+    p.add_argument("--q-max", type=float, default=0.95)
+    p.add_argument("--series", metavar="UID", help="series to crop in a DICOM folder")
+    _add_model_options(p)
+    p.set_defaults(func=_cmd_crop)
+
+
+def _add_models(sub: Any) -> None:
+    p = sub.add_parser("models", help="list known models or describe one")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="list known models")
+    info = msub.add_parser("info", help="describe a model")
+    info.add_argument("model", nargs="?", default="default")
+    info.add_argument("--backend", choices=("auto", "onnx", "torch"), default="auto")
+    p.set_defaults(func=_cmd_models)
+
+
+def _add_training(sub: Any) -> None:
+    p = sub.add_parser("prepare-data", help="build the preprocessed training cache")
+    p.add_argument("sources", nargs="+", metavar="SRC")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.set_defaults(func=_cmd_prepare_data)
+
+    p = sub.add_parser("train", help="train a model from a YAML/JSON config (needs [train])")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("-o", "--output", metavar="DIR", help="run folder (default: from the config)")
+    p.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("calibrate", help="compute inference settings from landmark annotations")
+    p.add_argument("model", metavar="MODEL", help="model folder to calibrate")
+    p.add_argument("--landmarks", required=True, nargs="+", metavar="FILE")
+    p.add_argument("--data", nargs="*", metavar="DIR", default=None,
+                   help="folders holding the annotated volumes (default: beside each FILE)")
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (importing nothing heavy)."""
+    parser = argparse.ArgumentParser(
+        prog="bodyscore",
+        description="Body part regression for CT: a 0-100 anatomical score for every axial "
+        "slice (0 = pelvis start, 100 = end of the eyes), the examined body part, known-region "
+        "cropping and z-order / z-spacing checks.",
+    )
+    parser.add_argument("--version", action="version", version=f"bodyscore {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_predict(sub)
+    _add_crop(sub)
+    _add_models(sub)
+    _add_training(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help/--version/usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
+    _configure_logging(args.verbose)
+    args.progress = not args.quiet and sys.stderr.isatty()
+    try:
+        return int(args.func(args))
+    except BodyscoreError as exc:
+        _eprint(f"error: {exc}")
+        return EXIT_FAILURES
+    except KeyboardInterrupt:
+        _eprint("interrupted")
+        return 130
+
+
+def console_main() -> None:
+    """Entry point of the ``bodyscore`` console script."""
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Shared pytest fixtures: the shared data folder and a tiny model package built on the fly."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:  # make tests/helpers importable as `helpers`
+    sys.path.insert(0, str(TESTS))
+
+SHARED = TESTS.parents[1] / "shared"
+CT_DIR = SHARED / "data" / "ct"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The project's shared folder (``../shared``); tests needing it skip when absent."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared is not available")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def ct_dir(shared_dir: Path) -> Path:
+    """Folder with the real CT development volumes."""
+    return shared_dir / "data" / "ct"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised model package (light backbone), built once per session."""
+    from helpers.tiny_model import make_tiny_package
+
+    return make_tiny_package(tmp_path_factory.mktemp("tiny_model"))
