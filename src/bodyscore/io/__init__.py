@@ -1,0 +1,100 @@
+"""Readers (input → canonical :class:`~bodyscore.volume.Volume`) and the crop writer.
+
+:func:`read_volume` dispatches on the path: ``.nii``/``.nii.gz`` → nibabel; ``.nrrd``/``.nhdr``/
+``.mha``/``.mhd`` → SimpleITK (optional: ``pip install bodyscore[dicom]``); a folder → the DICOM CT
+series in it; a ``.dcm`` file or any file with the DICOM preamble → that file's series within its
+folder. Every reader returns a canonical volume (slice 0 most inferior) whose
+``source_slice_index`` maps each slice to the input's own slice order, which
+:func:`write_cropped` uses to write a slice range back in the input's own format.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from bodyscore.io._common import input_kind, is_dicom_file
+from bodyscore.io.crop_writer import write_cropped
+from bodyscore.io.dicom import SeriesInfo, list_dicom_series, read_dicom_series
+from bodyscore.io.itk import read_itk
+from bodyscore.io.nifti import read_nifti, write_nifti
+from bodyscore.volume import Volume
+
+__all__ = [
+    "SeriesInfo",
+    "is_dicom_file",
+    "list_dicom_series",
+    "read_volume",
+    "volume_from_array",
+    "write_cropped",
+    "write_nifti",
+]
+
+
+def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
+    """Read a CT image from a file or DICOM folder as a canonical volume.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        NIfTI, NRRD/MetaImage file, DICOM file or DICOM folder.
+    series_uid : str, optional
+        SeriesInstanceUID to read when a DICOM folder holds several CT series.
+
+    Returns
+    -------
+    Volume
+        array (z, y, x) in HU, slice 0 most inferior; ``meta`` with ``format``, ``modality``,
+        ``series_instance_uid``, ``slice_axis``, ...; ``warnings`` for recoverable problems.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable input (subclasses: :class:`~bodyscore.errors.MultipleSeriesError`,
+        :class:`~bodyscore.errors.UnsupportedModalityError`,
+        :class:`~bodyscore.errors.DicomSeriesError`).
+    """
+    path = Path(path)
+    kind = input_kind(path)
+    if kind == "nifti":
+        return read_nifti(path)
+    if kind == "itk":
+        return read_itk(path)
+    return read_dicom_series(path, series_uid=series_uid)
+
+
+def volume_from_array(
+    array_zyx: np.ndarray, spacing_mm: Sequence[float], *, source: str = "<array>"
+) -> Volume:
+    """Wrap an array as a Volume with the default RAS affine ``diag(x, y, z spacing)``.
+
+    Parameters
+    ----------
+    array_zyx : numpy.ndarray, shape (z, y, x)
+        HU values; slice 0 is taken as the most inferior slice.
+    spacing_mm : sequence of 3 float
+        Voxel size (z, y, x) in mm.
+    source : str
+        Name used in messages.
+
+    Returns
+    -------
+    Volume
+        Canonical volume, ``meta['format'] == "array"``.
+    """
+    spacing = tuple(float(s) for s in spacing_mm)
+    if len(spacing) != 3:
+        from bodyscore.errors import InputError
+
+        raise InputError(f"{source}: spacing_mm must have 3 values (z, y, x), got {spacing}")
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    return Volume(
+        array=np.asarray(array_zyx),
+        spacing_mm=(spacing[0], spacing[1], spacing[2]),
+        affine=affine,
+        source=source,
+        meta={"format": "array", "slice_axis": 2},
+    )

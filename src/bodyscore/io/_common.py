@@ -1,0 +1,333 @@
+"""Helpers shared by the readers: reorientation to RAS+, HU dtype choice, size guards, atomic paths.
+
+Every reader turns its file into ``data_ijk`` (voxel axes i, j, k in the file's own order) plus a
+NIfTI-style RAS+ affine and hands both to :func:`volume_from_ijk`, which reorients the voxel axes
+to the closest RAS+ layout (like ``nibabel.as_closest_canonical``), remembers which file axis is
+the slice axis and whether it was flipped, and returns a canonical
+:class:`~bodyscore.volume.Volume`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bodyscore.errors import InputError, OutputError
+from bodyscore.volume import Volume
+
+__all__ = [
+    "AIR_HU",
+    "MAX_VOXELS",
+    "atomic_dir",
+    "atomic_file",
+    "check_voxel_count",
+    "describe_os_error",
+    "full_suffix",
+    "input_kind",
+    "is_dicom_file",
+    "replace_non_finite",
+    "slice_axis_of",
+    "to_hu_dtype",
+    "volume_from_ijk",
+]
+
+MAX_VOXELS = 2**31
+"""Largest voxel count accepted (int16: 4 GiB); more is refused before anything is allocated."""
+
+AIR_HU = -1024
+"""Value written where the input has NaN/inf voxels."""
+
+_INT16 = np.iinfo(np.int16)
+
+
+def check_voxel_count(shape: tuple[int, ...], source: str) -> None:
+    """Raise :class:`InputError` when ``shape`` holds more than :data:`MAX_VOXELS` voxels."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    if n > MAX_VOXELS:
+        raise InputError(
+            f"{source}: header declares {n} voxels (shape {tuple(shape)}), more than the "
+            f"{MAX_VOXELS} bodyscore accepts; the header is probably corrupt"
+        )
+
+
+def slice_axis_of(affine: np.ndarray) -> tuple[int, bool]:
+    """Return the voxel axis closest to world superior (RAS z) and whether it points inferior.
+
+    Parameters
+    ----------
+    affine : numpy.ndarray, shape (4, 4)
+        Voxel (i, j, k) → RAS+ mm.
+
+    Returns
+    -------
+    axis : int
+        0, 1 or 2: the voxel axis that becomes the canonical slice axis.
+    flipped : bool
+        True when the index along that axis grows towards the feet.
+    """
+    import nibabel as nib
+
+    ornt = nib.orientations.io_orientation(np.asarray(affine, dtype=np.float64))
+    axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    return axis, bool(ornt[axis, 1] < 0)
+
+
+def to_hu_dtype(raw: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0) -> np.ndarray:
+    """Apply ``raw * slope + intercept`` and return int16 when that stays integral, else float32.
+
+    int16 is returned when ``raw`` is an integer array, ``slope`` and ``intercept`` are whole
+    numbers and the result fits int16; otherwise float32 (never float64, to keep big volumes
+    small). The result is C-contiguous and never shares memory with ``raw``.
+    """
+    slope = float(slope)
+    intercept = float(intercept)
+    integral = (
+        (np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_)
+        and slope.is_integer()
+        and intercept.is_integer()
+    )
+    if integral and raw.size:
+        lo, hi = int(raw.min()), int(raw.max())
+        ends = sorted((lo * int(slope) + int(intercept), hi * int(slope) + int(intercept)))
+        if _INT16.min <= ends[0] and ends[1] <= _INT16.max:
+            if slope == 1 and intercept == 0:
+                return np.array(raw, dtype=np.int16, order="C", copy=True)
+            out = np.array(raw, dtype=np.int32, order="C", copy=True)
+            out *= int(slope)
+            out += int(intercept)
+            return out.astype(np.int16)
+    out32 = np.array(raw, dtype=np.float32, order="C", copy=True)
+    if slope != 1.0:
+        out32 *= np.float32(slope)
+    if intercept != 0.0:
+        out32 += np.float32(intercept)
+    return out32
+
+
+def replace_non_finite(array: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
+    """Replace NaN/inf voxels by :data:`AIR_HU` in place; return the array and warnings.
+
+    Raises
+    ------
+    InputError
+        When every voxel is non-finite.
+    """
+    if not np.issubdtype(array.dtype, np.floating):
+        return array, []
+    bad = ~np.isfinite(array)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad == 0:
+        return array, []
+    if n_bad == array.size:
+        raise InputError(f"{source}: every voxel is NaN or infinite; the image holds no data")
+    array[bad] = AIR_HU
+    return array, [f"{n_bad} non-finite voxels (NaN/inf) replaced by {AIR_HU} HU"]
+
+
+def volume_from_ijk(
+    data_ijk: np.ndarray,
+    affine: np.ndarray,
+    *,
+    source: str,
+    meta: Mapping[str, Any],
+    warnings: list[str],
+    stack_positions_mm: np.ndarray | None = None,
+    hu: tuple[float, float] | None = (1.0, 0.0),
+) -> Volume:
+    """Reorient a voxel array to the closest RAS+ layout and wrap it as a canonical Volume.
+
+    Parameters
+    ----------
+    data_ijk : numpy.ndarray, shape (i, j, k)
+        Stored voxel values in the file's own axis order (NIfTI convention: ``data[i, j, k]``).
+    affine : numpy.ndarray, shape (4, 4)
+        Voxel (i, j, k) → RAS+ world mm.
+    source : str
+        Used in messages and as :attr:`Volume.source`.
+    meta : mapping
+        Header information; ``slice_axis`` (the file axis that becomes the slice axis) is added.
+    warnings : list of str
+        Reader warnings so far.
+    stack_positions_mm : numpy.ndarray, shape (k,), optional
+        Real positions (mm, increasing with k) of the file's k-slices along the stacking
+        direction (DICOM: may be non-uniform). Used only when k is the slice axis; otherwise
+        positions are the projections of the affine's slice column.
+    hu : (slope, intercept) or None
+        Rescale applied by :func:`to_hu_dtype`; ``None`` when ``data_ijk`` already holds HU in
+        its final dtype.
+
+    Returns
+    -------
+    Volume
+        Canonical (slice 0 most inferior), array (z, y, x) int16 or float32.
+    """
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(
+            f"{source}: the voxel-to-world matrix is singular or not finite (zero or NaN "
+            "spacing/direction); fix the header"
+        )
+    ornt = nib.orientations.io_orientation(affine)
+    axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    flipped = bool(ornt[axis, 1] < 0)
+    n_in = int(data_ijk.shape[axis])
+    reoriented = nib.orientations.apply_orientation(data_ijk, ornt)
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, data_ijk.shape)
+    zyx = reoriented.transpose(2, 1, 0)
+    if hu is None:
+        array = np.ascontiguousarray(zyx)
+    else:
+        array = to_hu_dtype(zyx, slope=hu[0], intercept=hu[1])
+    array, extra = replace_non_finite(array, source)
+    warnings = [*warnings, *extra]
+
+    col = new_affine[:3, :3]
+    spacing_xyz = np.sqrt((col**2).sum(axis=0))
+    k_unit = new_affine[:3, 2] / spacing_xyz[2]
+    if stack_positions_mm is not None and axis == 2 and len(stack_positions_mm) == n_in:
+        positions = np.asarray(stack_positions_mm, dtype=np.float64)
+        z = -positions[::-1] if flipped else positions
+        spacing_z = float(np.median(np.diff(z))) if n_in > 1 else float(spacing_xyz[2])
+    else:
+        z = float(new_affine[:3, 3] @ k_unit) + np.arange(n_in) * spacing_xyz[2]
+        spacing_z = float(spacing_xyz[2])
+    order = np.arange(n_in, dtype=np.int64)
+    if flipped:
+        order = order[::-1].copy()
+    full_meta = {**meta, "slice_axis": axis}
+    volume = Volume(
+        array=array,
+        spacing_mm=(spacing_z, float(spacing_xyz[1]), float(spacing_xyz[0])),
+        affine=new_affine,
+        source=source,
+        z_positions_mm=z,
+        source_slice_index=order,
+        meta=full_meta,
+        warnings=tuple(warnings),
+    )
+    return volume.canonical()
+
+
+# -- format detection ----------------------------------------------------------------------------
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """True when the file has the DICOM Part 10 preamble (``DICM`` at byte 128)."""
+    try:
+        with Path(path).open("rb") as fobj:
+            fobj.seek(128)
+            return fobj.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def input_kind(path: Path) -> str:
+    """``"nifti"``, ``"itk"`` or ``"dicom"`` for an existing input path.
+
+    Raises
+    ------
+    InputError
+        The path does not exist or is not a supported format.
+    """
+    if not path.exists():
+        raise InputError(f"{path}: file or folder not found")
+    if path.is_dir():
+        return "dicom"
+    suffix = full_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in ITK_SUFFIXES:
+        return "itk"
+    if suffix == ".dcm" or is_dicom_file(path):
+        return "dicom"
+    raise InputError(
+        f"{path}: unsupported input format; expected .nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd, "
+        "a DICOM file or a DICOM folder"
+    )
+
+
+# -- atomic writing -------------------------------------------------------------------------------
+def describe_os_error(exc: OSError) -> str:
+    """Short human description of a write failure."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "permission denied (read-only or not writable)"
+    return exc.strerror or str(exc)
+
+
+def full_suffix(path: Path) -> str:
+    """``.nii.gz`` for ``a.nii.gz``, ``.nrrd`` for ``a.nrrd`` (lower case)."""
+    name = path.name.lower()
+    for double in (".nii.gz", ".nii.zst"):
+        if name.endswith(double):
+            return double
+    return path.suffix.lower()
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path with the target's suffix beside it; rename onto target on success.
+
+    The suffix is kept so that format-by-extension writers (nibabel, SimpleITK) pick the right
+    format. On any failure the temporary file is removed and :class:`OutputError` is raised for
+    OS errors.
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.replace(target)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target``; rename it to ``target`` on success.
+
+    ``target`` must not exist or be an empty folder.
+    """
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise OutputError(
+            f"{target}: already exists and is not an empty folder; choose a new folder or remove it"
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
+    try:
+        yield tmp
+        if target.is_dir():
+            target.rmdir()
+        tmp.replace(target)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,518 @@
+"""DICOM CT series: find and group files, sort by position, build geometry, read HU.
+
+Slice order is ``dot(IPP, row × col)`` ascending, where ``row``/``col`` are the
+ImageOrientationPatient direction cosines and IPP is ImagePositionPatient — not InstanceNumber or
+file names (InstanceNumber may grow either way, e.g. the PET/CT slab and the feet-first LIDC
+series). This ascending-projection order is the "input's own slice order" that
+``Volume.source_slice_index`` and the crop writer refer to; it is the order Imaging Data Commons
+uses for bpreg results (``notes/bpreg-reference.md`` sec. 4). bpreg itself only reads NIfTI
+(converted with dcm2niix), so it has no equivalent.
+
+Gantry tilt: the slices are not resampled. The affine's k column and ``z_positions_mm`` follow the
+stacking direction (the IPP differences, i.e. along the table), and the tilt angle between that
+direction and the slice normal is reported in ``meta['gantry_tilt_deg']`` with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bodyscore.errors import (
+    DicomSeriesError,
+    InputError,
+    MultipleSeriesError,
+    UnsupportedModalityError,
+)
+from bodyscore.io._common import (
+    check_voxel_count,
+    is_dicom_file,
+    to_hu_dtype,
+    volume_from_ijk,
+)
+from bodyscore.volume import Volume
+
+__all__ = [
+    "SeriesInfo",
+    "SeriesLayout",
+    "is_dicom_file",
+    "list_dicom_series",
+    "locate_series",
+    "read_dicom_series",
+]
+
+logger = logging.getLogger(__name__)
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+TILT_TOLERANCE_DEG = 0.5
+DUPLICATE_TOLERANCE_MM = 0.01
+UNIFORM_RTOL = 0.01
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One DICOM series found in a folder.
+
+    Attributes
+    ----------
+    uid : str
+        SeriesInstanceUID.
+    modality : str
+        Modality (``"CT"``, ``"PT"``, ``"SEG"``, ...).
+    n_files : int
+        Number of instance files.
+    description : str
+        SeriesDescription (empty when absent).
+    body_part_examined : str
+        BodyPartExamined (empty when absent).
+    manufacturer : str
+        Manufacturer (empty when absent).
+    """
+
+    uid: str
+    modality: str
+    n_files: int
+    description: str
+    body_part_examined: str
+    manufacturer: str
+
+    def summary(self) -> str:
+        """One line: ``"<uid> (<modality>, <n> files, <description>)"``."""
+        text = f"{self.modality}, {self.n_files} files"
+        if self.description:
+            text += f", {self.description}"
+        return f"{self.uid} ({text})"
+
+
+@dataclass(frozen=True)
+class SeriesLayout:
+    """A CT series assembled from headers only, in the input's own slice order.
+
+    Attributes
+    ----------
+    source : str
+        ``"<folder> [series <uid>]"``, used in messages.
+    files : tuple of pathlib.Path
+        Instance files sorted by position along the slice normal (ascending); duplicates dropped.
+    headers : tuple of pydicom.Dataset
+        Headers (no pixel data) of ``files``, same order.
+    affine : numpy.ndarray, shape (4, 4)
+        Voxel (i = column, j = row, k = file index) → RAS+ mm; k column = median stacking step.
+    positions_mm : numpy.ndarray, shape (k,)
+        Slice positions along the stacking direction, increasing.
+    tilt_deg : float
+        Angle between the stacking direction and the slice normal (0 for a regular stack).
+    warnings : tuple of str
+        Problems found in the headers.
+    """
+
+    source: str
+    files: tuple[Path, ...]
+    headers: tuple[Any, ...]
+    affine: np.ndarray
+    positions_mm: np.ndarray
+    tilt_deg: float
+    warnings: tuple[str, ...]
+
+
+# -- finding files --------------------------------------------------------------------------------
+def _walk_files(folder: Path, *, recursive: bool) -> Iterator[Path]:
+    """Files under ``folder``, sorted, following symlinks but never visiting a folder twice."""
+    if not recursive:
+        yield from sorted(p for p in folder.iterdir() if p.is_file())
+        return
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        stat = Path(root).stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            dirs[:] = []
+            continue
+        seen.add(key)
+        dirs.sort()
+        for name in sorted(names):
+            yield Path(root) / name
+
+
+def _read_headers(folder: Path, *, recursive: bool = True) -> list[tuple[Path, Any]]:
+    """(path, header) of every DICOM image file; other files and DICOMDIR are skipped quietly."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    found: list[tuple[Path, Any]] = []
+    for path in _walk_files(folder, recursive=recursive):
+        if path.name.upper() == "DICOMDIR" or not is_dicom_file(path):
+            continue
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as exc:
+            logger.debug("skipping %s: %s", path, exc)
+            continue
+        sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+        if sop_class == DICOMDIR_SOP_CLASS or "SeriesInstanceUID" not in ds:
+            continue
+        found.append((path, ds))
+    return found
+
+
+def _group(found: Sequence[tuple[Path, Any]]) -> dict[str, list[tuple[Path, Any]]]:
+    groups: dict[str, list[tuple[Path, Any]]] = {}
+    for path, ds in found:
+        groups.setdefault(str(ds.SeriesInstanceUID), []).append((path, ds))
+    return groups
+
+
+def _info(uid: str, members: Sequence[tuple[Path, Any]]) -> SeriesInfo:
+    ds = members[0][1]
+    return SeriesInfo(
+        uid=uid,
+        modality=str(ds.get("Modality", "") or ""),
+        n_files=len(members),
+        description=str(ds.get("SeriesDescription", "") or ""),
+        body_part_examined=str(ds.get("BodyPartExamined", "") or ""),
+        manufacturer=str(ds.get("Manufacturer", "") or ""),
+    )
+
+
+def list_dicom_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
+    """List every DICOM series (any modality) under ``folder``, recursively.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Folder to search; non-DICOM files and DICOMDIR are skipped.
+
+    Returns
+    -------
+    list of SeriesInfo
+        Sorted by modality (CT first), then description and UID.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    groups = _group(_read_headers(folder))
+    infos = [_info(uid, members) for uid, members in groups.items()]
+    return sorted(infos, key=lambda s: (s.modality != "CT", s.modality, s.description, s.uid))
+
+
+def _choose_series(
+    folder: Path, groups: dict[str, list[tuple[Path, Any]]], series_uid: str | None
+) -> tuple[str, list[tuple[Path, Any]]]:
+    if not groups:
+        raise InputError(f"{folder}: no DICOM image files found; check the folder")
+    infos = {uid: _info(uid, members) for uid, members in groups.items()}
+    if series_uid is not None:
+        if series_uid not in groups:
+            available = "; ".join(i.summary() for i in infos.values())
+            raise InputError(
+                f"{folder}: series {series_uid} not found; available series: {available}"
+            )
+        info = infos[series_uid]
+        if info.modality != "CT":
+            raise UnsupportedModalityError(
+                f"{folder}: series {series_uid} has modality {info.modality or 'unknown'}; "
+                "bodyscore scores CT only"
+            )
+        return series_uid, groups[series_uid]
+    ct = [i for i in infos.values() if i.modality == "CT"]
+    if not ct:
+        modalities = ", ".join(sorted({i.modality or "unknown" for i in infos.values()}))
+        raise UnsupportedModalityError(
+            f"{folder}: no CT series (modality {modalities}); bodyscore scores CT only"
+        )
+    if len(ct) > 1:
+        listing = tuple((i.uid, i.summary()) for i in sorted(ct, key=lambda i: i.uid))
+        raise MultipleSeriesError(
+            f"{folder}: {len(ct)} CT series found ({'; '.join(s for _, s in listing)}); "
+            "choose one with --series UID",
+            series=listing,
+        )
+    return ct[0].uid, groups[ct[0].uid]
+
+
+# -- geometry -------------------------------------------------------------------------------------
+def _vector(ds: Any, keyword: str, n: int, source: str) -> np.ndarray:
+    value = ds.get(keyword)
+    try:
+        vec = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DicomSeriesError(
+            f"{source}: {keyword} missing or not numeric; cannot place slices"
+        ) from exc
+    if vec.shape != (n,) or not np.all(np.isfinite(vec)):
+        raise DicomSeriesError(f"{source}: {keyword} must have {n} finite values, got {value}")
+    return vec
+
+
+def _drop_localizers(
+    members: list[tuple[Path, Any]], source: str, warnings: list[str]
+) -> list[tuple[Path, Any]]:
+    images = [
+        (p, ds)
+        for p, ds in members
+        if "LOCALIZER" not in [str(t).upper() for t in (ds.get("ImageType") or [])]
+    ]
+    if len(images) < len(members):
+        warnings.append(f"{len(members) - len(images)} localizer images ignored")
+    if not images:
+        raise DicomSeriesError(f"{source}: the series holds only localizer images")
+    return images
+
+
+def _check_consistent(
+    members: list[tuple[Path, Any]], source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return (IOP (6,), PixelSpacing (2,)); raise when files disagree on size/orientation."""
+    first = members[0][1]
+    iop = _vector(first, "ImageOrientationPatient", 6, source)
+    spacing = _vector(first, "PixelSpacing", 2, source)
+    size = (int(first.get("Rows", 0)), int(first.get("Columns", 0)))
+    for path, ds in members:
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise DicomSeriesError(
+                f"{path}: multi-frame (enhanced) CT is not supported; convert to one file per slice"
+            )
+        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != size:
+            raise DicomSeriesError(
+                f"{source}: mixed image sizes in one series ({path.name} is "
+                f"{ds.get('Rows')}x{ds.get('Columns')}, others {size[0]}x{size[1]}); "
+                "split the series"
+            )
+        if not np.allclose(_vector(ds, "ImageOrientationPatient", 6, source), iop, atol=1e-4):
+            raise DicomSeriesError(
+                f"{source}: mixed ImageOrientationPatient in one series ({path.name}); "
+                "split the series"
+            )
+        if not np.allclose(_vector(ds, "PixelSpacing", 2, source), spacing, rtol=1e-4):
+            raise DicomSeriesError(f"{source}: mixed PixelSpacing in one series ({path.name})")
+    if size[0] < 1 or size[1] < 1:
+        raise DicomSeriesError(f"{source}: Rows/Columns missing")
+    if not np.all(spacing > 0):
+        raise DicomSeriesError(
+            f"{source}: PixelSpacing {spacing.tolist()} is not positive; fix the header"
+        )
+    return iop, spacing
+
+
+def _nominal_step(ds: Any) -> float:
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(ds.get(keyword) or 0)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(value) and value > 0:
+            return value
+    return 1.0
+
+
+def _assemble(folder: Path, uid: str, members: list[tuple[Path, Any]]) -> SeriesLayout:
+    source = f"{folder} [series {uid}]"
+    warnings: list[str] = []
+    members = _drop_localizers(members, source, warnings)
+    iop, pixel_spacing = _check_consistent(members, source)
+    row, col = iop[:3], iop[3:]
+    normal = np.cross(row, col)
+    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
+        raise DicomSeriesError(
+            f"{source}: ImageOrientationPatient {iop.tolist()} is not orthonormal"
+        )
+    ipp = np.stack([_vector(ds, "ImagePositionPatient", 3, source) for _, ds in members])
+    instance = np.asarray([int(ds.get("InstanceNumber") or 0) for _, ds in members])
+    projection = ipp @ normal
+    order = np.lexsort((instance, projection))
+    ipp, projection = ipp[order], projection[order]
+    members = [members[i] for i in order]
+    keep = np.ones(len(members), dtype=bool)
+    keep[1:] = np.diff(projection) > DUPLICATE_TOLERANCE_MM
+    if not keep.all():
+        warnings.append(f"{int((~keep).sum())} slices at duplicate positions dropped")
+        members = [m for m, k in zip(members, keep, strict=True) if k]
+        ipp, projection = ipp[keep], projection[keep]
+    n = len(members)
+    if n > 1:
+        stack = ipp[-1] - ipp[0]
+        direction = stack / np.linalg.norm(stack)
+    else:
+        direction = normal
+    positions = ipp @ direction
+    steps = np.diff(positions)
+    if n > 1 and np.any(steps <= 0):
+        raise DicomSeriesError(f"{source}: slice positions do not advance along one direction")
+    step = float(np.median(steps)) if n > 1 else _nominal_step(members[0][1])
+    if n > 2 and np.any(np.abs(steps - step) > UNIFORM_RTOL * step):
+        warnings.append(
+            f"non-uniform slice spacing: steps {steps.min():.3g}–{steps.max():.3g} mm "
+            f"(median {step:.3g} mm); slices are not resampled"
+        )
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(float(direction @ normal))))))
+    if tilt > TILT_TOLERANCE_DEG:
+        warnings.append(
+            f"gantry tilt {tilt:.1f}°: slices are sheared along the table; not resampled, "
+            "z positions are along the table"
+        )
+    lps = np.eye(4)
+    lps[:3, 0] = row * pixel_spacing[1]
+    lps[:3, 1] = col * pixel_spacing[0]
+    lps[:3, 2] = direction * step
+    lps[:3, 3] = ipp[0]
+    return SeriesLayout(
+        source=source,
+        files=tuple(p for p, _ in members),
+        headers=tuple(ds for _, ds in members),
+        affine=LPS_TO_RAS @ lps,
+        positions_mm=positions,
+        tilt_deg=tilt,
+        warnings=tuple(warnings),
+    )
+
+
+def locate_series(path: str | os.PathLike[str], *, series_uid: str | None = None) -> SeriesLayout:
+    """Find and order one CT series from headers only (no pixel data is read).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder (searched recursively) or one DICOM file (its series within its own folder).
+    series_uid : str, optional
+        SeriesInstanceUID to pick when the folder holds several series.
+
+    Raises
+    ------
+    InputError
+        No DICOM files; unknown ``series_uid``.
+    MultipleSeriesError
+        Several CT series and no ``series_uid``.
+    UnsupportedModalityError
+        The (chosen) series is not CT.
+    DicomSeriesError
+        Inconsistent series (mixed sizes/orientations, missing geometry).
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file or folder not found")
+    if path.is_dir():
+        folder = path
+        found = _read_headers(folder)
+    else:
+        folder = path.parent
+        if series_uid is None:
+            try:
+                series_uid = str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+            except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as exc:
+                raise InputError(f"{path}: not a readable DICOM image ({exc})") from exc
+        found = _read_headers(folder, recursive=False)
+    uid, members = _choose_series(folder, _group(found), series_uid)
+    return _assemble(folder, uid, members)
+
+
+# -- pixels ---------------------------------------------------------------------------------------
+def _rescale(ds: Any) -> tuple[float, float, bool]:
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    missing = slope is None or intercept is None
+    return float(slope if slope is not None else 1.0), float(intercept or 0.0), missing
+
+
+def _pixels(path: Path, source: str) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        raise InputError(f"{path}: cannot read this file of {source} ({exc})") from exc
+    try:
+        return np.asarray(ds.pixel_array)
+    except (RuntimeError, NotImplementedError, ValueError, AttributeError, OSError) as exc:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and syntax.is_compressed:
+            raise InputError(
+                f"{path}: cannot decode compressed pixel data ({syntax.name}); "
+                "pip install bodyscore[dicom] (pylibjpeg) or gdcm"
+            ) from exc
+        raise InputError(f"{path}: cannot read the pixel data of {source} ({exc})") from exc
+
+
+def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
+    """Read one CT series as a canonical volume in HU.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A folder (searched recursively) or one DICOM file of the series.
+    series_uid : str, optional
+        SeriesInstanceUID to pick when the folder holds several series.
+
+    Returns
+    -------
+    Volume
+        array (z, y, x) int16 when every RescaleSlope/Intercept is integral, else float32;
+        ``z_positions_mm`` are the real positions along the stacking direction (may be
+        non-uniform); ``meta['files']`` / ``meta['sop_instance_uids']`` in input order.
+
+    Raises
+    ------
+    InputError, MultipleSeriesError, UnsupportedModalityError, DicomSeriesError
+        See :func:`locate_series`; also undecodable pixel data.
+    """
+    layout = locate_series(path, series_uid=series_uid)
+    first = layout.headers[0]
+    rows, cols = int(first.Rows), int(first.Columns)
+    n = len(layout.files)
+    check_voxel_count((n, rows, cols), layout.source)
+    warnings = list(layout.warnings)
+    rescales = [_rescale(ds) for ds in layout.headers]
+    if any(missing for _, _, missing in rescales):
+        warnings.append("RescaleSlope/RescaleIntercept missing; assumed 1 and 0")
+    integral = all(s.is_integer() and i.is_integer() for s, i, _ in rescales)
+    stack = np.empty((n, rows, cols), dtype=np.int16 if integral else np.float32)
+    for k, (file, (slope, intercept, _)) in enumerate(zip(layout.files, rescales, strict=True)):
+        pixels = _pixels(file, layout.source)
+        if pixels.shape != (rows, cols):
+            raise DicomSeriesError(
+                f"{file}: pixel data shape {pixels.shape} differs from "
+                f"Rows x Columns {(rows, cols)}"
+            )
+        hu = to_hu_dtype(pixels, slope=slope, intercept=intercept)
+        if hu.dtype != stack.dtype:
+            stack = stack.astype(np.float32)
+        stack[k] = hu
+    header_tilt = float(first.get("GantryDetectorTilt") or 0.0)
+    tilt = layout.tilt_deg if n > 1 else abs(header_tilt)
+    if n == 1 and tilt > TILT_TOLERANCE_DEG:
+        warnings.append(f"gantry tilt {header_tilt:.1f}° (GantryDetectorTilt)")
+    meta = {
+        "format": "dicom",
+        "modality": str(first.get("Modality", "")),
+        "series_instance_uid": str(first.SeriesInstanceUID),
+        "study_instance_uid": str(first.get("StudyInstanceUID", "")) or None,
+        "sop_instance_uids": tuple(str(ds.get("SOPInstanceUID", "")) for ds in layout.headers),
+        "files": tuple(str(f) for f in layout.files),
+        "body_part_examined": str(first.get("BodyPartExamined", "")) or None,
+        "manufacturer": str(first.get("Manufacturer", "")) or None,
+        "patient_position": str(first.get("PatientPosition", "")) or None,
+        "gantry_tilt_deg": round(tilt, 3),
+        "gantry_detector_tilt_deg": header_tilt,
+        "series_description": str(first.get("SeriesDescription", "")) or None,
+        "slice_thickness_mm": float(first.get("SliceThickness") or 0) or None,
+        "convolution_kernel": str(first.get("ConvolutionKernel", "")) or None,
+        "transfer_syntax_uid": str(getattr(first.file_meta, "TransferSyntaxUID", "")) or None,
+    }
+    return volume_from_ijk(
+        stack.transpose(2, 1, 0),
+        layout.affine,
+        source=layout.source,
+        meta=meta,
+        warnings=warnings,
+        stack_positions_mm=layout.positions_mm,
+        hu=None,
+    )

@@ -1,0 +1,104 @@
+"""Tests of bodyscore.usecases.sanity (thesis sec. 4.3.3, eq. 4.19-4.21)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bodyscore.errors import InputError
+from bodyscore.usecases.sanity import check_sanity
+
+M_S = 0.11943406374035223  # public model's expected slope m̄s, score units per mm
+
+
+def _check(scores: np.ndarray, dz: float):  # type: ignore[no-untyped-def]
+    z = np.arange(len(scores)) * dz
+    return check_sanity(scores, z_mm=z, z_spacing_mm=dz, slope_mean=M_S)
+
+
+def test_expected_slope_is_valid() -> None:
+    dz = 2.5
+    checks = _check(M_S * np.arange(100) * dz, dz)
+    assert not checks.reverse_z_ordering
+    assert checks.observed_slope == pytest.approx(M_S)
+    assert checks.slope_ratio == pytest.approx(1.0)
+    assert checks.relative_error == pytest.approx(0.0, abs=1e-12)
+    assert checks.valid_z_spacing is True
+    assert checks.expected_z_spacing == pytest.approx(dz)
+
+
+def test_reversed_curve() -> None:
+    dz = 5.0
+    checks = _check(100.0 - M_S * np.arange(40) * dz, dz)
+    assert checks.reverse_z_ordering
+    assert checks.observed_slope == pytest.approx(-M_S)
+    assert checks.slope_ratio == pytest.approx(1.0)  # |m| / m̄s: still a valid spacing
+    assert checks.valid_z_spacing is True
+    assert checks.expected_z_spacing == pytest.approx(-dz)  # bpreg's sign convention
+
+
+def test_header_spacing_double_the_true_one() -> None:
+    # true spacing 2.5 mm, header says 5 mm: per mm the scores rise half as fast
+    true_dz, header_dz = 2.5, 5.0
+    checks = _check(M_S * np.arange(80) * true_dz, header_dz)
+    assert checks.slope_ratio == pytest.approx(0.5)
+    assert checks.relative_error == pytest.approx(0.5)  # |1 - 0.5| > 0.28
+    assert checks.valid_z_spacing is False
+    assert checks.expected_z_spacing == pytest.approx(true_dz)
+
+
+def test_header_spacing_half_the_true_one() -> None:
+    true_dz, header_dz = 2.5, 1.25
+    checks = _check(M_S * np.arange(80) * true_dz, header_dz)
+    assert checks.slope_ratio == pytest.approx(2.0)
+    assert checks.relative_error == pytest.approx(1.0)
+    assert checks.valid_z_spacing is False
+    assert checks.expected_z_spacing == pytest.approx(true_dz)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "valid"), [(1.2, True), (0.75, True), (1.3, False), (0.7, False)]
+)
+def test_threshold(ratio: float, valid: bool) -> None:
+    checks = _check(ratio * M_S * np.arange(30) * 3.0, 3.0)
+    assert checks.valid_z_spacing is valid
+    assert checks.threshold == 0.28
+
+
+@pytest.mark.parametrize("scores", [[50.0], [np.nan, np.nan, 3.0], []])
+def test_undefined_with_fewer_than_two_scores(scores: list[float]) -> None:
+    checks = _check(np.asarray(scores), 2.0)
+    assert checks.reverse_z_ordering is False
+    assert checks.observed_slope is None
+    assert checks.slope_ratio is None
+    assert checks.valid_z_spacing is None
+    assert checks.expected_z_spacing is None
+
+
+def test_two_slices() -> None:
+    checks = _check(np.array([10.0, 10.0 + 3 * M_S]), 3.0)
+    assert checks.observed_slope == pytest.approx(M_S)
+    assert checks.valid_z_spacing is True
+
+
+def test_bad_parameters() -> None:
+    with pytest.raises(InputError, match="slope_mean"):
+        check_sanity([1.0, 2.0], z_mm=[0.0, 1.0], z_spacing_mm=1.0, slope_mean=0.0)
+    with pytest.raises(InputError, match="z_spacing_mm"):
+        check_sanity([1.0, 2.0], z_mm=[0.0, 1.0], z_spacing_mm=float("nan"), slope_mean=M_S)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(-100, 200), min_size=2, max_size=50, unique=True),
+    dz=st.floats(0.3, 10.0),
+)
+def test_monotone_curves_and_reversal(values: list[float], dz: float) -> None:
+    rising = np.sort(np.asarray(values))
+    forward, backward = _check(rising, dz), _check(rising[::-1], dz)
+    assert forward.reverse_z_ordering is False
+    assert backward.reverse_z_ordering is True
+    assert backward.slope_ratio == pytest.approx(forward.slope_ratio)
+    assert backward.expected_z_spacing == pytest.approx(-forward.expected_z_spacing)
