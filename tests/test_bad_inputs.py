@@ -58,8 +58,9 @@ def _empty_folder(tmp: Path) -> Path:
 
 
 def _real_4d(tmp: Path) -> Path:
-    return _nifti(tmp / "four_d.nii.gz", np.stack([_body(4), _body(4)], axis=-1),
-                  (2.0, 2.0, 5.0, 1.0))
+    return _nifti(
+        tmp / "four_d.nii.gz", np.stack([_body(4), _body(4)], axis=-1), (2.0, 2.0, 5.0, 1.0)
+    )
 
 
 def _zero_spacing(tmp: Path) -> Path:
@@ -116,8 +117,9 @@ def test_non_ct_dicom_is_refused(
         ds = pydicom.dcmread(f)
         ds.Modality = "PT"
         ds.save_as(f)
-    rc = main(["-q", "predict", str(folder), "-o", str(tmp_path / "out"),
-               "--model", str(tiny_model_dir)])
+    rc = main(
+        ["-q", "predict", str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir)]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert "PT" in err
@@ -140,12 +142,34 @@ def test_several_series_are_listed_and_can_be_chosen_or_all_scored(
     assert rc == 1
     assert second_uid in err
     assert "--series" in err
-    rc = main(["-q", "predict", str(folder), "-o", str(out), "--model", str(tiny_model_dir),
-               "--series", second_uid])
+    rc = main(
+        [
+            "-q",
+            "predict",
+            str(folder),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+            "--series",
+            second_uid,
+        ]
+    )
     assert rc == 0
     assert len(json.loads((out / "series.json").read_text())["z"]) == 10
-    rc = main(["-q", "predict", str(folder), "-o", str(tmp_path / "all"),
-               "--model", str(tiny_model_dir), "--series", "all"])
+    rc = main(
+        [
+            "-q",
+            "predict",
+            str(folder),
+            "-o",
+            str(tmp_path / "all"),
+            "--model",
+            str(tiny_model_dir),
+            "--series",
+            "all",
+        ]
+    )
     assert rc == 0
     assert len(list((tmp_path / "all").glob("series_*.json"))) == 2
 
@@ -160,8 +184,9 @@ def test_few_slices_give_a_result(n_slices: int, tmp_path: Path, tiny_model_dir:
     assert len(data["unprocessed slice scores"]) == n_slices
 
 
-def test_2d_image_is_one_slice(tmp_path: Path, tiny_model_dir: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_2d_image_is_one_slice(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     src = _nifti(tmp_path / "flat.nii.gz", _body(1)[..., 0], (2.0, 2.0))
     out = tmp_path / "out"
     assert main(["-q", "predict", str(src), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
@@ -203,7 +228,9 @@ def test_negative_spacing_uses_the_affine(tmp_path: Path, tiny_model_dir: Path) 
     assert json.loads((out / "neg.json").read_text())["z-spacing"] == pytest.approx(5.0)
 
 
-def test_non_uniform_spacing_is_reported(ct_dir: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_non_uniform_spacing_is_reported(
+    ct_dir: Path, tmp_path: Path, tiny_model_dir: Path
+) -> None:
     src = ct_dir / "dicom" / "ge_head_tilt18.5_varspacing"
     out = tmp_path / "out"
     assert main(["-q", "predict", str(src), "-o", str(out), "--model", str(tiny_model_dir)]) == 0

@@ -73,8 +73,9 @@ def test_predict_writes_strict_json_with_all_bpreg_keys(
 ) -> None:
     ct = write_small_ct(tmp_path / "small ct.nii.gz")
     out = tmp_path / "out"
-    rc = main(["-q", "predict", str(ct), "-o", str(out), "--model", str(tiny_model_dir),
-               "--csv", "--png"])
+    rc = main(
+        ["-q", "predict", str(ct), "-o", str(out), "--model", str(tiny_model_dir), "--csv", "--png"]
+    )
     assert rc == 0, capsys.readouterr().err
     data = load_strict(out / "small ct.json")
     for key in BPREG_KEYS:
@@ -87,8 +88,9 @@ def test_predict_writes_strict_json_with_all_bpreg_keys(
     assert (out / "small ct.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_predict_stdout(tmp_path: Path, tiny_model_dir: Path,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_stdout(
+    tmp_path: Path, tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ct = write_small_ct(tmp_path / "ct.nii.gz", n_slices=5)
     rc = main(["-q", "predict", str(ct), "-o", "-", "--model", str(tiny_model_dir)])
     assert rc == 0
@@ -104,8 +106,19 @@ def test_predict_partial_failure_keeps_good_outputs(
     bad.write_bytes(good.read_bytes()[:200])  # truncated gzip
     missing = tmp_path / "missing.nii.gz"
     out = tmp_path / "out"
-    rc = main(["-q", "predict", str(bad), str(good), str(missing), "-o", str(out),
-               "--model", str(tiny_model_dir)])
+    rc = main(
+        [
+            "-q",
+            "predict",
+            str(bad),
+            str(good),
+            str(missing),
+            "-o",
+            str(out),
+            "--model",
+            str(tiny_model_dir),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert (out / "good.json").exists()
@@ -123,8 +136,21 @@ def test_predict_skip_existing(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "out"
     assert main(["-q", "predict", str(ct), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
     (out / "ct.json").write_text("{}")
-    assert main(["-q", "predict", str(ct), "-o", str(out), "--model", str(tiny_model_dir),
-                 "--skip-existing"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "predict",
+                str(ct),
+                "-o",
+                str(out),
+                "--model",
+                str(tiny_model_dir),
+                "--skip-existing",
+            ]
+        )
+        == 0
+    )
     assert (out / "ct.json").read_text() == "{}"
 
 
@@ -152,8 +178,20 @@ def test_predict_one_slice_gives_a_result(tmp_path: Path, tiny_model_dir: Path) 
 def test_crop_by_scores_writes_nifti_subset(tmp_path: Path, tiny_model_dir: Path) -> None:
     ct = write_small_ct(tmp_path / "ct.nii.gz")
     out = tmp_path / "cropped.nii.gz"
-    rc = main(["-q", "crop", str(ct), "-o", str(out), "--scores", "-1000", "1000",
-               "--model", str(tiny_model_dir)])
+    rc = main(
+        [
+            "-q",
+            "crop",
+            str(ct),
+            "-o",
+            str(out),
+            "--scores",
+            "-1000",
+            "1000",
+            "--model",
+            str(tiny_model_dir),
+        ]
+    )
     assert rc == 0
     cropped = nib.load(str(out))
     assert cropped.shape[:2] == (64, 64)

@@ -61,7 +61,7 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     expanded: list[str] = []
     for pattern in patterns:
         if glob.has_magic(pattern):
-            matches = sorted(glob.glob(pattern))
+            matches = sorted(glob.glob(pattern))  # noqa: PTH207 - shell-style pattern, may be absolute
             expanded.extend(matches if matches else [pattern])
         else:
             expanded.append(pattern)
@@ -78,7 +78,9 @@ class _Job:
     stem: str
 
 
-def _progress_bar(enabled: bool, label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def _progress_bar(
+    enabled: bool, label: str
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm progress callback ``(done, total)`` on stderr, and its closer."""
     if not enabled:
         return (lambda done, total: None), (lambda: None)
@@ -144,7 +146,9 @@ def _unique_stems(jobs: list[_Job]) -> list[_Job]:
     return out
 
 
-def _score_one(job: _Job, model: ScoreModel, args: argparse.Namespace) -> tuple[ScoreResult, Volume]:
+def _score_one(
+    job: _Job, model: ScoreModel, args: argparse.Namespace
+) -> tuple[ScoreResult, Volume]:
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
 
@@ -157,7 +161,9 @@ def _score_one(job: _Job, model: ScoreModel, args: argparse.Namespace) -> tuple[
     return result, volume
 
 
-def _write_outputs(result: ScoreResult, volume: Volume, job: _Job, args: argparse.Namespace) -> None:
+def _write_outputs(
+    result: ScoreResult, volume: Volume, job: _Job, args: argparse.Namespace
+) -> None:
     from bodyscore.export.json_writer import write_json
 
     if args.output == "-":
@@ -197,7 +203,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     model = _load_model(args)
     done = 0
     for job in jobs:
-        if args.skip_existing and args.output != "-" and (Path(args.output) / f"{job.stem}.json").exists():
+        if (
+            args.skip_existing
+            and args.output != "-"
+            and (Path(args.output) / f"{job.stem}.json").exists()
+        ):
             log.info("%s: result exists, skipped", job.path)
             continue
         try:
@@ -292,7 +302,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for key, value in model.info.items():
         print(f"{key}: {value}")
     settings = model.settings
-    print(f"transform: raw {settings.transform_min:.4g} -> 0, raw {settings.transform_max:.4g} -> 100")
+    print(
+        f"transform: raw {settings.transform_min:.4g} -> 0, raw {settings.transform_max:.4g} -> 100"
+    )
     print(f"expected slope: {settings.slope_mean:.5g} score/mm")
     print(f"landmarks in look-up table: {len(settings.lookup_table)}")
     return EXIT_OK
@@ -332,12 +344,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default="default",
+        "--model",
+        default="default",
         help="model name (see 'bodyscore models list') or path to a model folder "
         "(bodyscore or bpreg layout); default: the model shipped with bodyscore",
     )
     parser.add_argument(
-        "--backend", choices=("auto", "onnx", "torch"), default="auto",
+        "--backend",
+        choices=("auto", "onnx", "torch"),
+        default="auto",
         help="inference backend (default: ONNX Runtime when possible)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="slices per batch (default 64)")
@@ -345,44 +360,80 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_predict(sub: Any) -> None:
     p = sub.add_parser(
-        "predict", help="score every slice of CT volumes",
+        "predict",
+        help="score every slice of CT volumes",
         description="Score every axial slice; write OUTDIR/<input-stem>.json per input.",
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="NIfTI/NRRD/MHA file, DICOM folder, or a glob such as 'data/*.nii.gz'")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR",
-                   help="output folder, or '-' to print the JSON of a single input")
-    p.add_argument("--series", metavar="UID",
-                   help="SeriesInstanceUID to score in a DICOM folder with several series, "
-                   "or 'all' to score each")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="NIfTI/NRRD/MHA file, DICOM folder, or a glob such as 'data/*.nii.gz'",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTDIR",
+        help="output folder, or '-' to print the JSON of a single input",
+    )
+    p.add_argument(
+        "--series",
+        metavar="UID",
+        help="SeriesInstanceUID to score in a DICOM folder with several series, "
+        "or 'all' to score each",
+    )
     p.add_argument("--csv", action="store_true", help="also write a per-slice CSV")
-    p.add_argument("--png", action="store_true",
-                   help="also write a PNG (score curve + coronal view coloured by region)")
-    p.add_argument("--skip-existing", action="store_true",
-                   help="do not score inputs whose JSON already exists (resume a batch)")
+    p.add_argument(
+        "--png",
+        action="store_true",
+        help="also write a PNG (score curve + coronal view coloured by region)",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="do not score inputs whose JSON already exists (resume a batch)",
+    )
     _add_model_options(p)
     p.set_defaults(func=_cmd_predict)
 
 
 def _add_crop(sub: Any) -> None:
     p = sub.add_parser(
-        "crop", help="crop a CT volume to a known body region (thesis sec. 4.3.2)",
+        "crop",
+        help="crop a CT volume to a known body region (thesis sec. 4.3.2)",
         description="Write the slices whose cleaned score lies in a known region, in the "
         "input's own format and orientation.",
     )
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                   help="output file (same format as the input) or folder for DICOM")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help="output file (same format as the input) or folder for DICOM",
+    )
     how = p.add_mutually_exclusive_group(required=True)
-    how.add_argument("--region", choices=("legs", "pelvis", "abdomen", "chest", "shoulder-neck",
-                                          "head"), help="a body region of thesis table 4.6")
-    how.add_argument("--landmarks", nargs=2, metavar=("FROM", "TO"),
-                     help="two landmarks of the look-up table, e.g. L5 Th8")
-    how.add_argument("--scores", nargs=2, type=float, metavar=("MIN", "MAX"),
-                     help="score bounds, e.g. 20 60")
-    how.add_argument("--from-results", metavar="DIR",
-                     help="data-driven bounds from the result JSON files of an algorithm's "
-                     "training data (quantiles --q-min/--q-max)")
+    how.add_argument(
+        "--region",
+        choices=("legs", "pelvis", "abdomen", "chest", "shoulder-neck", "head"),
+        help="a body region of thesis table 4.6",
+    )
+    how.add_argument(
+        "--landmarks",
+        nargs=2,
+        metavar=("FROM", "TO"),
+        help="two landmarks of the look-up table, e.g. L5 Th8",
+    )
+    how.add_argument(
+        "--scores", nargs=2, type=float, metavar=("MIN", "MAX"), help="score bounds, e.g. 20 60"
+    )
+    how.add_argument(
+        "--from-results",
+        metavar="DIR",
+        help="data-driven bounds from the result JSON files of an algorithm's "
+        "training data (quantiles --q-min/--q-max)",
+    )
     p.add_argument("--q-min", type=float, default=0.05)
     p.add_argument("--q-max", type=float, default=0.95)
     p.add_argument("--series", metavar="UID", help="series to crop in a DICOM folder")
@@ -417,8 +468,13 @@ def _add_training(sub: Any) -> None:
     p = sub.add_parser("calibrate", help="compute inference settings from landmark annotations")
     p.add_argument("model", metavar="MODEL", help="model folder to calibrate")
     p.add_argument("--landmarks", required=True, nargs="+", metavar="FILE")
-    p.add_argument("--data", nargs="*", metavar="DIR", default=None,
-                   help="folders holding the annotated volumes (default: beside each FILE)")
+    p.add_argument(
+        "--data",
+        nargs="*",
+        metavar="DIR",
+        default=None,
+        help="folders holding the annotated volumes (default: beside each FILE)",
+    )
     p.set_defaults(func=_cmd_calibrate)
 
 

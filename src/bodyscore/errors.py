@@ -1,8 +1,9 @@
 """One exception hierarchy for everything bodyscore raises on purpose.
 
-Every error message names the file (or object) and the problem, and where possible what to do,
-in one line: ``"<file>: <what is wrong>; <what to do>"``. Library code raises these (chaining the
-original exception with ``raise ... from exc``); only :mod:`bodyscore.cli` turns them into exit codes.
+Every error message names the file (or object) and the problem, and where possible what to
+do, in one line: ``"<file>: <what is wrong>; <what to do>"``. Library code raises these
+(chaining the original exception with ``raise ... from exc``); only :mod:`bodyscore.cli`
+turns them into exit codes.
 
 The classes also derive from the matching built-in exception (``ValueError``, ``OSError``,
 ``RuntimeError``) so that callers who catch the standard types keep working.

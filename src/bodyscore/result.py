@@ -13,10 +13,10 @@ in any storage order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -199,9 +199,7 @@ class ScoreResult:
     @property
     def unprocessed(self) -> np.ndarray:
         """Unprocessed (transformed) scores as float64 array, shape (n,), NaN where missing."""
-        return np.array(
-            [np.nan if v is None else v for v in self.unprocessed_scores], dtype=float
-        )
+        return np.array([np.nan if v is None else v for v in self.unprocessed_scores], dtype=float)
 
     @property
     def z(self) -> np.ndarray:

@@ -8,6 +8,7 @@ sec. 4.3.3 (expected slope m̄s, threshold θ = 0.28).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -127,13 +128,18 @@ class InferenceSettings:
         if not (math.isfinite(self.slope_mean) and self.slope_mean > 0):
             raise ModelError(f"inference settings: slope_mean {self.slope_mean} must be > 0")
         knots = self.calibration
-        if knots and any(b[0] <= a[0] or b[1] <= a[1] for a, b in zip(knots, knots[1:])):
+        if knots and any(b[0] <= a[0] or b[1] <= a[1] for a, b in itertools.pairwise(knots)):
             raise ModelError("inference settings: calibration knots must strictly increase")
 
     # -- bpreg file format --------------------------------------------------------------------
     @classmethod
-    def from_bpreg_dict(cls, data: Mapping[str, Any], *, where: str = "inference-settings.json",
-                        default_background: bool = True) -> InferenceSettings:
+    def from_bpreg_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        where: str = "inference-settings.json",
+        default_background: bool = True,
+    ) -> InferenceSettings:
         """Parse bpreg's ``inference-settings.json`` content (plus bodyscore's optional keys).
 
         ``default_background`` applies bpreg's hard-coded background scores when the file does
@@ -143,9 +149,15 @@ class InferenceSettings:
             tables = data["lookuptable_train_val"]
             options = data.get("settings", {})
             known = {
-                "lookuptable_train_val", "settings", "slope_mean", "slope_std", "slope_median",
-                "tangential_slope_mean", "lower_quantile_tangential_slope",
-                "upper_quantile_tangential_slope", "bodyscore",
+                "lookuptable_train_val",
+                "settings",
+                "slope_mean",
+                "slope_std",
+                "slope_median",
+                "tangential_slope_mean",
+                "lower_quantile_tangential_slope",
+                "upper_quantile_tangential_slope",
+                "bodyscore",
             }
             ours = data.get("bodyscore", {})
             background = ours.get(
@@ -163,12 +175,11 @@ class InferenceSettings:
                 r_slope_threshold=float(ours.get("r_slope_threshold", 0.28)),
                 background_scores=tuple(float(b) for b in background),
                 empty_slice_score=(
-                    None if ours.get("empty_slice_score") is None
+                    None
+                    if ours.get("empty_slice_score") is None
                     else float(ours["empty_slice_score"])
                 ),
-                calibration=tuple(
-                    (float(a), float(b)) for a, b in ours.get("calibration", ())
-                ),
+                calibration=tuple((float(a), float(b)) for a, b in ours.get("calibration", ())),
                 slope_std=float(data.get("slope_std", math.nan)),
                 slope_median=float(data.get("slope_median", math.nan)),
                 tangential_slope_mean=float(data.get("tangential_slope_mean", math.nan)),
@@ -202,7 +213,8 @@ class InferenceSettings:
                 "slope_median": self.slope_median if math.isfinite(self.slope_median) else None,
                 "slope_std": self.slope_std if math.isfinite(self.slope_std) else None,
                 "tangential_slope_mean": (
-                    self.tangential_slope_mean if math.isfinite(self.tangential_slope_mean)
+                    self.tangential_slope_mean
+                    if math.isfinite(self.tangential_slope_mean)
                     else None
                 ),
                 "upper_quantile_tangential_slope": self.tangential_slope_max,

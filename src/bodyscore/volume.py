@@ -106,7 +106,9 @@ class Volume:
             else np.asarray(self.source_slice_index, dtype=np.int64)
         )
         if order.shape != (n,) or sorted(order.tolist()) != list(range(n)):
-            raise InputError(f"{self.source}: source_slice_index must be a permutation of 0..{n - 1}")
+            raise InputError(
+                f"{self.source}: source_slice_index must be a permutation of 0..{n - 1}"
+            )
         array.flags.writeable = False
         z.flags.writeable = False
         order.flags.writeable = False
@@ -153,7 +155,9 @@ class Volume:
         steps = self.slice_steps_mm
         if steps.size == 0:
             return True
-        return bool(np.all(np.abs(steps - self.spacing_mm[0]) <= _UNIFORM_RTOL * self.spacing_mm[0]))
+        return bool(
+            np.all(np.abs(steps - self.spacing_mm[0]) <= _UNIFORM_RTOL * self.spacing_mm[0])
+        )
 
     @property
     def z_extent_mm(self) -> float:

@@ -47,7 +47,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.replace(tmp, target)
+        tmp.replace(target)
     except OSError as exc:
         raise OutputError(f"{target}: cannot write output ({_describe(exc)})") from exc
     finally:
@@ -63,9 +63,15 @@ def _write(target: str | os.PathLike[str], writer: Callable[[Path], None]) -> Pa
 
 def atomic_write_bytes(target: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``target`` atomically."""
-    return _write(target, lambda tmp: tmp.write_bytes(data))
+    def write(tmp: Path) -> None:
+        tmp.write_bytes(data)
+
+    return _write(target, write)
 
 
 def atomic_write_text(target: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``target`` atomically."""
-    return _write(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def write(tmp: Path) -> None:
+        tmp.write_text(text, encoding="utf-8")
+
+    return _write(target, write)

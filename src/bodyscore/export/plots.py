@@ -30,7 +30,9 @@ REGION_COLOURS: dict[str, tuple[float, float, float]] = {
 }
 
 
-def coronal_view(volume: Volume, *, window_hu: tuple[float, float] = (-1000.0, 1000.0)) -> np.ndarray:
+def coronal_view(
+    volume: Volume, *, window_hu: tuple[float, float] = (-1000.0, 1000.0)
+) -> np.ndarray:
     """Coronal mid-slice of a canonical volume as a grey image in [0, 1].
 
     Returns
@@ -73,7 +75,9 @@ def render_png(result: ScoreResult, volume: Volume | None = None, *, dpi: int = 
     _plot_curve(axes[0][0], result)
     if volume is not None:
         _plot_coronal(axes[0][1], result, volume)
-    title = f"{Path(str(result.input.get('source', ''))).name}  tag: {result.body_part_examined_tag}"
+    title = (
+        f"{Path(str(result.input.get('source', ''))).name}  tag: {result.body_part_examined_tag}"
+    )
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -108,7 +112,12 @@ def _plot_coronal(ax: Any, result: ScoreResult, volume: Volume) -> None:
     image = coronal_view(volume)
     z = volume.z_mm
     sx = volume.spacing_mm[2]
-    extent = (0.0, image.shape[1] * sx, float(z[0]), float(z[-1]) if z.size > 1 else float(z[0]) + 1)
+    extent = (
+        0.0,
+        image.shape[1] * sx,
+        float(z[0]),
+        float(z[-1]) if z.size > 1 else float(z[0]) + 1,
+    )
     ax.imshow(image, cmap="gray", origin="lower", extent=extent, aspect="auto")
     overlay = np.repeat(_region_rgba(result, volume)[:, None, :], 8, axis=1)
     ax.imshow(overlay, origin="lower", extent=extent, aspect="auto")
