@@ -334,7 +334,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from bodyscore.train.calibrate import calibrate_package
 
-    path = calibrate_package(args.model, landmarks=args.landmarks, data_dir=args.data)
+    path = calibrate_package(
+        args.model, landmarks=args.landmarks, data_dir=args.data, published=args.published
+    )
     _eprint(f"wrote {path}")
     return EXIT_OK
 
@@ -478,6 +480,26 @@ def _add_training(sub: Any) -> None:
     p.set_defaults(func=_cmd_calibrate)
 
 
+#: Further sub-commands, one module each under ``bodyscore/commands/``. Each module defines
+#: ``register(subparsers) -> None`` (adds its parser and sets ``func``) and must import nothing
+#: heavy at module level; its handlers may print (they are part of the CLI layer).
+_COMMAND_MODULES: tuple[str, ...] = ("evaluate", "idc", "cohort", "report", "dicomweb")
+
+
+def _register_command_modules(sub: Any) -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module_name = f"bodyscore.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue
+        module.register(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (importing nothing heavy)."""
     parser = argparse.ArgumentParser(
@@ -494,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crop(sub)
     _add_models(sub)
     _add_training(sub)
+    _register_command_modules(sub)
     return parser
 
 

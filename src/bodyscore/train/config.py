@@ -1,0 +1,229 @@
+"""Training configuration: one frozen dataclass, loaded from YAML or JSON.
+
+Defaults follow bpreg's published training config (``bpreg-public-model/config.json``:
+``loss_order "h"``, ``alpha_h 1``, ``beta_h 0.01``, ``alpha 0``, ``lr 1e-4``, ``num_slices 4``,
+``equidistance_range [5, 100]``) and thesis sec. 4.1.3–4.1.5 (table 4.4 augmentations).
+Relative paths in a config file are resolved against the folder of that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from bodyscore.errors import InputError
+
+__all__ = ["BPREG_TRANSFORM_PARAMS", "TrainConfig", "load_train_config"]
+
+#: bpreg's published ``transform_params`` (thesis table 4.4), the default augmentations.
+BPREG_TRANSFORM_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "GaussNoise": {"std_min": 0.0, "std_max": 0.04, "p": 0.5},
+    "ShiftHU": {"limit": 0.08, "p": 0.5},
+    "ScaleHU": {"scale_delta": 0.2, "p": 0.5},
+    "AddFrame": {"p": 0.25, "r_square": 0.6, "r_circle": 0.75, "fill_value": -1.0},
+    "Flip": {"p": 0.5},
+    "Transpose": {"p": 0.5},
+    "ShiftScaleRotate": {"p": 0.5, "scale_limit": [-0.2, 0.2], "rotate_limit": [-10, 10]},
+    "GaussianBlur": {"p": 0.5, "blur_limit": [3, 7], "sigma_limit": [0.0, 0.5]},
+})
+
+_PATH_FIELDS = ("sources", "landmark_files", "cache_dir", "published_settings")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """All settings of one training run.
+
+    Parameters
+    ----------
+    name : str
+        Model name written into the package.
+    seed : int
+        Seeds torch, the numpy generators, the data split and the sampling.
+    sources : tuple of str
+        CT volume files (anything :func:`bodyscore.io.read_volume` reads).
+    landmark_files : tuple of str
+        Landmark annotation files (:mod:`bodyscore.evaluate.landmarks`) for the sources.
+    groups : mapping of str to str
+        Volume id (file name without extension) → patient/body group; volumes of one group
+        land in the same split.
+    licences : mapping of str to str
+        Volume id → licence string, stored in the manifest.
+    synthetic_volumes : int
+        Number of synthetic volumes (:func:`bodyscore.synth.generate_dataset`) added to the data.
+    synthetic_config : mapping
+        Passed to ``generate_dataset(config=...)``.
+    cache_dir : str or None
+        Prepared-data cache (:func:`bodyscore.train.data.prepare_data`); default ``out_dir/cache``.
+    val_fraction : float
+        Fraction of groups used for validation.
+    model : mapping
+        Passed to :func:`bodyscore.model.network.build_network`.
+    num_slices : int
+        m, slices sampled per volume (thesis sec. 4.1.3).
+    delta_h_range_mm : tuple of float
+        Range of the physical slice distance Δh in mm.
+    batch_size : int
+        B, volumes per step (per process when data-parallel).
+    loss_order : str
+        ``"h"`` heuristic order loss (eq. 4.7) or ``"c"`` classification order loss (eq. 5.1).
+    alpha_h : float
+        Weight of the order loss.
+    beta_h : float
+        β of the heuristic order loss, 1/mm.
+    alpha : float
+        Weight α of the distance loss (eq. 5.2).
+    anchor_weight : float
+        Weight of the landmark anchor loss (0: off).
+    anchor_targets : mapping of str to float
+        Landmark → raw target score for the anchor loss.
+    lr : float
+        Adam learning rate.
+    max_steps : int
+        Optimiser steps in total.
+    checkpoint_every : int
+        Write ``checkpoint.pt`` every this many steps (and at the end of each epoch).
+    log_every : int
+        Write a CSV row every this many steps.
+    val_max_slices : int
+        Validation scores at most this many equidistant slices per volume.
+    num_threads : int or None
+        ``torch.set_num_threads``; None: all cores (divided among torchrun's local processes).
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    transform_params : mapping
+        Augmentations in bpreg's ``transform_params`` layout (:mod:`bodyscore.train.augment`).
+    calibrate : bool
+        Compute inference settings from the annotated volumes at the end.
+    published_settings : str or None
+        A published ``inference-settings.json``; when given, a monotone piecewise-linear
+        calibration to its transformed scale is stored (``calibrate.py``).
+    export_onnx : bool
+        Also write ``model.onnx`` into the package.
+    """
+
+    name: str = "bodyscore-model"
+    seed: int = 0
+    sources: tuple[str, ...] = ()
+    landmark_files: tuple[str, ...] = ()
+    groups: Mapping[str, str] = field(default_factory=dict)
+    licences: Mapping[str, str] = field(default_factory=dict)
+    synthetic_volumes: int = 0
+    synthetic_config: Mapping[str, Any] = field(default_factory=dict)
+    cache_dir: str | None = None
+    val_fraction: float = 0.2
+    model: Mapping[str, Any] = field(default_factory=dict)
+    num_slices: int = 4
+    delta_h_range_mm: tuple[float, float] = (5.0, 100.0)
+    batch_size: int = 8
+    loss_order: str = "h"
+    alpha_h: float = 1.0
+    beta_h: float = 0.01
+    alpha: float = 0.0
+    anchor_weight: float = 0.0
+    anchor_targets: Mapping[str, float] = field(default_factory=dict)
+    lr: float = 1e-4
+    max_steps: int = 1000
+    checkpoint_every: int = 100
+    log_every: int = 10
+    val_max_slices: int = 64
+    num_threads: int | None = None
+    device: str = "auto"
+    transform_params: Mapping[str, Mapping[str, Any]] = field(
+        default_factory=lambda: {k: dict(v) for k, v in BPREG_TRANSFORM_PARAMS.items()}
+    )
+    calibrate: bool = True
+    published_settings: str | None = None
+    export_onnx: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.num_slices < 2:
+            problems.append(f"num_slices must be >= 2, got {self.num_slices}")
+        lo, hi = self.delta_h_range_mm
+        if not (0 < lo <= hi and math.isfinite(hi)):
+            problems.append(f"delta_h_range_mm must satisfy 0 < min <= max, got {lo, hi}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.loss_order not in ("h", "c"):
+            problems.append(f"loss_order must be 'h' or 'c', got {self.loss_order!r}")
+        if not 0 <= self.val_fraction < 1:
+            problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.max_steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
+            problems.append("max_steps, checkpoint_every and log_every must be >= 1")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if problems:
+            raise InputError(f"train config: {'; '.join(problems)}; fix the config")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None,
+                  where: str = "train config") -> TrainConfig:
+        """Build from a plain mapping; relative paths are resolved against ``base_dir``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise InputError(f"{where}: unknown keys {unknown}; see bodyscore.train.TrainConfig")
+        values: dict[str, Any] = dict(data)
+        base = Path(base_dir) if base_dir is not None else None
+
+        def resolve(p: Any) -> str:
+            path = Path(str(p)).expanduser()
+            if base is not None and not path.is_absolute():
+                path = base / path
+            return str(path)
+
+        for key in _PATH_FIELDS:
+            if key not in values or values[key] is None:
+                continue
+            if key in ("sources", "landmark_files"):
+                values[key] = tuple(resolve(p) for p in values[key])
+            else:
+                values[key] = resolve(values[key])
+        if "delta_h_range_mm" in values:
+            values["delta_h_range_mm"] = tuple(float(v) for v in values["delta_h_range_mm"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise InputError(f"{where}: {exc}; fix the config") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=dict))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a :class:`TrainConfig` from a ``.yaml``/``.yml`` or ``.json`` file.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, unparsable, or has unknown/invalid keys.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the training config ({exc.strerror})") from exc
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise InputError(f"{path}: not valid YAML/JSON ({exc}); fix the syntax") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: the training config must be a mapping of keys to values")
+    return TrainConfig.from_dict(data, base_dir=path.parent, where=str(path))

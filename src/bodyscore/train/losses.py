@@ -1,0 +1,151 @@
+"""Loss functions of the self-supervised body part regression (thesis sec. 3.x, 4.1.4, 5.1.1).
+
+All functions take ``scores`` of shape (B, m): the raw network outputs of the m equidistant
+slices of each of the B volume samples, in increasing slice order, and average over the B·(m−1)
+consecutive score differences Δs_ij = s_i,j+1 − s_ij (the 1/(B(m−1)) normalisation of eq. 4.5
+and 4.7).
+
+* :func:`heuristic_order_loss` — eq. 4.7, (σ(β·Δh_i) − σ(Δs_ij))², β in 1/mm, Δh in mm.
+* :func:`classification_order_loss` — eq. 4.5 in a NaN-safe log-sigmoid form (replaces eq. 5.1).
+* :func:`distance_loss` — eq. 3.5, smooth-L1 of Δs_i,j+1 − Δs_ij (mean over B·(m−2), as bpreg).
+* :func:`landmark_anchor_loss` — ours: squared error of annotated slices' scores to targets.
+* :func:`total_loss` — α_h·L_order + α·L_dist (+ w·L_anchor), eq. 5.2 with bpreg's α_h.
+
+torch is imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "LossTerms",
+    "classification_order_loss",
+    "distance_loss",
+    "heuristic_order_loss",
+    "landmark_anchor_loss",
+    "total_loss",
+]
+
+
+def _differences(scores: torch.Tensor) -> torch.Tensor:
+    if scores.ndim != 2 or scores.shape[1] < 2:
+        raise ValueError(f"scores must have shape (B, m) with m >= 2, got {tuple(scores.shape)}")
+    return scores[:, 1:] - scores[:, :-1]
+
+
+def heuristic_order_loss(scores: torch.Tensor, delta_h_mm: torch.Tensor, *,
+                         beta_per_mm: float = 0.01) -> torch.Tensor:
+    """Heuristic order loss, thesis eq. 4.7.
+
+    L = 1/(B(m−1)) Σ_i Σ_j (σ(β·Δh_i) − σ(Δs_ij))², minimal at Δs_ij = β·Δh_i (eq. 4.8).
+
+    Parameters
+    ----------
+    scores : torch.Tensor, shape (B, m)
+    delta_h_mm : torch.Tensor, shape (B,)
+        Physical distance between consecutive sampled slices of each sample, mm.
+    beta_per_mm : float
+        β (thesis: 0.01/mm best, table 5.3).
+    """
+    import torch
+
+    diffs = _differences(scores)
+    target = torch.sigmoid(beta_per_mm * delta_h_mm.to(scores.dtype)).reshape(-1, 1)
+    return torch.mean((target - torch.sigmoid(diffs)) ** 2)
+
+
+def classification_order_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Classification order loss of SSBR, thesis eq. 4.5, computed NaN-safe.
+
+    L = −1/(B(m−1)) Σ ln σ(Δs_ij), evaluated as ``-logsigmoid(Δs)`` which is finite for every
+    finite Δs (for Δs ≪ 0 it equals −Δs). Differs from the thesis' fix (eq. 5.1), which drops
+    pairs whose σ(Δs) rounds to 0: here such badly ordered pairs keep their (large, finite)
+    loss and a gradient of −1 instead of being ignored.
+    """
+    import torch
+
+    return -torch.nn.functional.logsigmoid(_differences(scores)).mean()
+
+
+def distance_loss(scores: torch.Tensor) -> torch.Tensor:
+    """Distance loss, thesis eq. 3.5: smooth-L1 (eq. 3.6) of Δs_i,j+1 − Δs_ij.
+
+    Equidistant slices should give equal score steps. Averaged over the B·(m−2) terms (bpreg's
+    ``SmoothL1Loss`` mean; the thesis writes the sum). Zero when m = 2.
+    """
+    import torch
+
+    diffs = _differences(scores)
+    if diffs.shape[1] < 2:
+        return scores.new_zeros(())
+    second = diffs[:, 1:] - diffs[:, :-1]
+    return torch.nn.functional.smooth_l1_loss(second, torch.zeros_like(second), beta=1.0)
+
+
+def landmark_anchor_loss(scores: torch.Tensor, targets: torch.Tensor,
+                         mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between annotated slices' scores and raw target scores (ours).
+
+    Pulls the scores of slices with a known landmark towards a target raw value (e.g. the
+    published model's raw landmark means) so that the learned scale matches a published one.
+
+    Parameters
+    ----------
+    scores, targets : torch.Tensor, shape (B, m)
+    mask : torch.Tensor of bool, shape (B, m)
+        True where the slice carries a landmark with a target. No True entry: loss 0.
+    """
+    mask = mask.bool()
+    if not bool(mask.any()):
+        return scores.new_zeros(())
+    return ((scores[mask] - targets[mask].to(scores.dtype)) ** 2).mean()
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The total loss (a tensor, for backward) and its terms as floats for logging."""
+
+    total: Any
+    order: float
+    distance: float
+    anchor: float
+
+
+def total_loss(
+    scores: torch.Tensor,
+    delta_h_mm: torch.Tensor,
+    *,
+    loss_order: str = "h",
+    alpha_h: float = 1.0,
+    beta_h: float = 0.01,
+    alpha: float = 0.0,
+    anchor_weight: float = 0.0,
+    anchor_targets: torch.Tensor | None = None,
+    anchor_mask: torch.Tensor | None = None,
+) -> LossTerms:
+    """L = α_h·L_order + α·L_dist + w·L_anchor (thesis eq. 5.2 plus bpreg's α_h weight).
+
+    ``loss_order`` is ``"h"`` (eq. 4.7, default as in bpreg's public model) or ``"c"``
+    (eq. 4.5, NaN-safe).
+    """
+    if loss_order == "h":
+        order = heuristic_order_loss(scores, delta_h_mm, beta_per_mm=beta_h)
+    elif loss_order == "c":
+        order = classification_order_loss(scores)
+    else:
+        raise ValueError(f"loss_order must be 'h' or 'c', got {loss_order!r}")
+    total = alpha_h * order
+    dist = distance_loss(scores)
+    if alpha:
+        total = total + alpha * dist
+    anchor = scores.new_zeros(())
+    if anchor_weight and anchor_targets is not None and anchor_mask is not None:
+        anchor = landmark_anchor_loss(scores, anchor_targets, anchor_mask)
+        total = total + anchor_weight * anchor
+    return LossTerms(total=total, order=float(order.detach()), distance=float(dist.detach()),
+                     anchor=float(anchor.detach()))

@@ -1,0 +1,123 @@
+"""Equidistant slice sampling with a physical slice distance Δh (thesis sec. 4.1.3, eq. 4.1).
+
+For one volume sample, m slices with the same index step k are drawn: Δh ~ U[Δh_min, Δh_max]
+in mm, k = max(1, round(Δh / dz)) (eq. 4.1; at least one slice apart), a random start index so
+that all m slices lie in the volume. The physical distance actually used, k·dz, is returned: it
+is the Δh of the heuristic order loss (eq. 4.7).
+
+Short volumes: when (m − 1)·k slices do not fit, k is shrunk to the largest step that fits,
+k_max = (n − 1) // (m − 1), so Δh may fall below Δh_min for short volumes (bpreg instead
+re-draws; we keep every volume usable). Volumes with fewer than m slices cannot be sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bodyscore.errors import InputError
+
+__all__ = [
+    "SliceSample",
+    "epoch_volume_order",
+    "rank_batch",
+    "sample_equidistant_slices",
+    "steps_per_epoch",
+]
+
+
+@dataclass(frozen=True)
+class SliceSample:
+    """Indices of m equidistant slices of one volume.
+
+    Attributes
+    ----------
+    indices : numpy.ndarray of int64, shape (m,)
+        Increasing slice indices (0 = most inferior slice).
+    step : int
+        Index step k between consecutive slices.
+    delta_h_mm : float
+        Physical distance k·dz between consecutive slices, mm.
+    """
+
+    indices: np.ndarray
+    step: int
+    delta_h_mm: float
+
+
+def sample_equidistant_slices(
+    n_slices: int,
+    *,
+    z_spacing_mm: float,
+    rng: np.random.Generator,
+    num_slices: int = 4,
+    delta_h_range_mm: tuple[float, float] = (5.0, 100.0),
+) -> SliceSample:
+    """Draw m equidistant slices with a random physical distance (thesis sec. 4.1.3).
+
+    Parameters
+    ----------
+    n_slices : int
+        Number of slices of the volume.
+    z_spacing_mm : float
+        Slice spacing dz, mm.
+    rng : numpy.random.Generator
+        Source of randomness (Δh, then the start index).
+    num_slices : int
+        m ≥ 2.
+    delta_h_range_mm : (float, float)
+        Δh is drawn uniformly from this range, mm.
+
+    Returns
+    -------
+    SliceSample
+
+    Raises
+    ------
+    InputError
+        If the volume has fewer than m slices or the spacing is not positive.
+    """
+    if num_slices < 2:
+        raise InputError(f"sampling: num_slices must be >= 2, got {num_slices}")
+    if not z_spacing_mm > 0:
+        raise InputError(f"sampling: z spacing must be > 0 mm, got {z_spacing_mm}")
+    if n_slices < num_slices:
+        raise InputError(
+            f"sampling: a volume with {n_slices} slices cannot give {num_slices} slices; "
+            "drop it from the training data"
+        )
+    lo, hi = delta_h_range_mm
+    delta_h = float(rng.uniform(lo, hi))
+    step = max(1, round(delta_h / z_spacing_mm))
+    step = min(step, (n_slices - 1) // (num_slices - 1))
+    span = step * (num_slices - 1)
+    start = int(rng.integers(0, n_slices - span))
+    indices = start + step * np.arange(num_slices, dtype=np.int64)
+    return SliceSample(indices=indices, step=step, delta_h_mm=step * float(z_spacing_mm))
+
+
+def epoch_volume_order(n_volumes: int, *, seed: int, epoch: int) -> np.ndarray:
+    """Shuffled volume order of one epoch, reproducible from (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch, 0x5A3])
+    return rng.permutation(n_volumes)
+
+
+def rank_batch(order: Sequence[int] | np.ndarray, *, step_in_epoch: int, batch_size: int,
+               rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """Volume indices of one process for one step.
+
+    Each step consumes ``batch_size · world_size`` volumes of the epoch order; process ``rank``
+    takes its contiguous share, so processes never sample the same volume in a step (unless
+    the epoch order is shorter than one global batch). The order wraps around at its end so
+    that every process always gets ``batch_size`` volumes (data-parallel steps must match).
+    """
+    order = np.asarray(order)
+    start = (step_in_epoch * world_size + rank) * batch_size
+    return order[np.arange(start, start + batch_size) % len(order)]
+
+
+def steps_per_epoch(n_volumes: int, *, batch_size: int, world_size: int = 1) -> int:
+    """Steps that cover every training volume once: ceil(n / (B · world_size))."""
+    return max(1, -(-n_volumes // (batch_size * world_size)))

@@ -1,0 +1,135 @@
+"""Tests of the calibration (reference table, slopes, s0, monotone knots)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from bodyscore.errors import ModelError
+from bodyscore.postprocess import transform_scores
+from bodyscore.settings import InferenceSettings, LandmarkStats
+from bodyscore.train.calibrate import (
+    ScoreCurve,
+    calibrate_from_curves,
+    calibration_knots,
+    empty_slice_score,
+    landmark_raw_scores,
+    score_slices,
+)
+
+SLOPE = 0.02  # raw units per mm
+RAW = {"pelvis_start": -2.0, "L1": 0.0, "eyes_end": 6.0}
+
+
+def linear_curves(jitter=(-0.1, 0.0, 0.1, 0.2)):
+    """Linear raw curves raw = SLOPE·z + c; landmark k placed where raw hits its value."""
+    curves = []
+    for i, dj in enumerate(jitter):
+        dz = (2.0, 3.0, 5.0, 1.5)[i % 4]
+        n = int(500 / dz)
+        z = 100.0 * i + dz * np.arange(n)
+        raw0 = -3.0 + 0.1 * i
+        raw = raw0 + SLOPE * (z - z[0])
+        landmarks = {name: (value - raw0) / (SLOPE * dz) for name, value in RAW.items()}
+        landmarks["L1"] += dj / (SLOPE * dz)  # L1 raw score = dj
+        curves.append(ScoreCurve(f"v{i}", raw, z, landmarks))
+    return curves
+
+
+def test_landmark_raw_scores_interpolates_fractional_k():
+    curve = ScoreCurve("v", np.array([0.0, 1.0, 4.0]), np.arange(3.0), {"a": 1.5, "b": 9.0})
+    assert landmark_raw_scores(curve) == {"a": 2.5}
+
+
+def test_recovers_reference_table_and_slopes():
+    curves = linear_curves()
+    settings = calibrate_from_curves(curves, empty_slice_score=7.5)
+    table = settings.lookup_table_original
+    assert list(table) == ["pelvis_start", "eyes_end", "L1"]  # bpreg's landmark order
+    assert table["pelvis_start"].mean == pytest.approx(-2.0)
+    assert table["eyes_end"].mean == pytest.approx(6.0)
+    l1 = np.array([-0.1, 0.0, 0.1, 0.2])
+    assert table["L1"].mean == pytest.approx(l1.mean())
+    assert table["L1"].std == pytest.approx(l1.std())
+    t = settings.lookup_table
+    assert t["pelvis_start"].mean == pytest.approx(0.0, abs=1e-9)
+    assert t["eyes_end"].mean == pytest.approx(100.0)
+    assert t["L1"].mean == pytest.approx((l1.mean() + 2) * 100 / 8)
+    # std · 100 / (max − min), not bpreg's / max (bug 4)
+    assert t["L1"].std == pytest.approx(l1.std() * 100 / 8)
+    slope = SLOPE * 100 / 8  # transformed units per mm
+    assert settings.slope_mean == pytest.approx(slope, rel=0.02)
+    assert settings.slope_median == pytest.approx(slope, rel=0.02)
+    assert settings.slope_std < 0.02 * slope
+    assert settings.tangential_slope_min <= slope <= settings.tangential_slope_max
+    assert settings.tangential_slope_mean == pytest.approx(slope, rel=0.05)
+    assert settings.empty_slice_score == 7.5
+    assert settings.calibration == ()
+    # the settings round-trip through bpreg's file format
+    again = InferenceSettings.from_bpreg_dict(settings.to_bpreg_dict())
+    assert again.lookup_table["L1"].mean == pytest.approx(t["L1"].mean)
+
+
+def test_missing_start_landmark_and_decreasing_model():
+    curves = linear_curves()
+    without = [ScoreCurve(c.volume_id, c.raw, c.z_mm,
+                          {k: v for k, v in c.landmarks.items() if k != "pelvis_start"})
+               for c in curves]
+    with pytest.raises(ModelError, match="pelvis_start"):
+        calibrate_from_curves(without)
+    reversed_curves = [ScoreCurve(c.volume_id, -c.raw, c.z_mm, c.landmarks) for c in curves]
+    with pytest.raises(ModelError, match="not trained enough"):
+        calibrate_from_curves(reversed_curves)
+
+
+def test_calibration_knots_strictly_monotone():
+    ours = {"pelvis_start": -2.0, "femur_end": -1.0, "L3": 0.5, "L1": 0.2, "eyes_end": 6.0,
+            "only_ours": 1.0}
+    published = {"pelvis_start": 0.0, "femur_end": 13.6, "L3": 33.8, "L1": 40.0,
+                 "eyes_end": 100.0, "only_published": 50.0}
+    knots = calibration_knots(ours, published)
+    # L3/L1 are swapped in our model: one of them is dropped, the rest is kept
+    assert len(knots) == 4
+    raws, scores = zip(*knots, strict=True)
+    assert all(b > a for a, b in itertools.pairwise(raws))
+    assert all(b > a for a, b in itertools.pairwise(scores))
+    assert knots[0] == (-2.0, 0.0)
+    assert knots[-1] == (6.0, 100.0)
+    # the anchors are kept even when a longer chain without them exists
+    crowd = {f"m{i}": -3.0 + 0.01 * i for i in range(5)}
+    crowd_published = {f"m{i}": 20.0 + i for i in range(5)}
+    ours2 = {"pelvis_start": -1.0, "eyes_end": 6.0, **crowd}
+    published2 = {"pelvis_start": 0.0, "eyes_end": 100.0, **crowd_published}
+    knots2 = calibration_knots(ours2, published2)
+    assert knots2 == ((-1.0, 0.0), (6.0, 100.0))
+
+
+def test_piecewise_calibration_maps_landmarks_to_published_scale():
+    curves = linear_curves()
+    published = InferenceSettings(
+        lookup_table_original={"pelvis_start": LandmarkStats(-2.7, 0.1),
+                               "eyes_end": LandmarkStats(5.5, 0.1),
+                               "L1": LandmarkStats(0.0, 0.1)},
+        lookup_table={"pelvis_start": LandmarkStats(0.0, 1.0),
+                      "eyes_end": LandmarkStats(100.0, 1.0), "L1": LandmarkStats(40.0, 1.0)},
+        slope_mean=0.12, tangential_slope_min=0.01, tangential_slope_max=0.2,
+    )
+    settings = calibrate_from_curves(curves, published=published)
+    assert len(settings.calibration) == 3
+    mapped = transform_scores(np.array([-2.0, settings.lookup_table_original["L1"].mean, 6.0]),
+                              settings=settings)
+    np.testing.assert_allclose(mapped, [0.0, 40.0, 100.0], atol=1e-9)
+    assert settings.lookup_table["L1"].mean == pytest.approx(40.0)
+
+
+def test_score_slices_and_s0_with_a_torch_model():
+    class MeanNet(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3)).reshape(-1, 1) * 3.0
+
+    slices = np.stack([np.full((8, 8), v, np.float32) for v in (-1.0, 0.0, 0.5)])
+    np.testing.assert_allclose(score_slices(MeanNet(), slices, batch_size=2), [-3.0, 0.0, 1.5])
+    assert empty_slice_score(MeanNet(), size=8) == pytest.approx(-3.0)

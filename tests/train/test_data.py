@@ -1,0 +1,140 @@
+"""Tests of the prepared-data cache, manifest, splits and the sampling Dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from bodyscore.errors import InputError
+from bodyscore.train.augment import build_augmentations
+from bodyscore.train.config import BPREG_TRANSFORM_PARAMS
+from bodyscore.train.data import (
+    VolumeSampleDataset,
+    assign_splits,
+    cache_volume,
+    load_manifest,
+    prepare_data,
+)
+
+
+@pytest.fixture
+def ct_dir() -> Path:
+    path = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "ct"
+    if not (path / "landmarks.json").is_file():
+        pytest.skip("shared CT data not available")
+    return path
+
+
+def write_nifti(path: Path, n_slices: int, *, dz: float = 4.0) -> None:
+    rng = np.random.default_rng(n_slices)
+    data = rng.integers(-1000, 1000, size=(24, 20, n_slices)).astype(np.int16)  # (x, y, z)
+    affine = np.diag([8.0, 8.0, dz, 1.0])
+    nib.save(nib.Nifti1Image(data, affine), path)
+
+
+def test_assign_splits_groups_and_seed():
+    groups = ["a", "a", "b", "c", "d", "e", "f", "g", "h", "i"]
+    splits = assign_splits(groups, seed=0, val_fraction=0.2)
+    assert set(splits) == set(groups)
+    assert sum(v == "val" for v in splits.values()) == 2  # round(0.2 · 9 groups)
+    assert splits == assign_splits(groups, seed=0, val_fraction=0.2)
+    assert any(assign_splits(groups, seed=s, val_fraction=0.2) != splits for s in range(1, 6))
+    assert set(assign_splits(["x", "y"], seed=0, val_fraction=0.01).values()) == {"train", "val"}
+    assert set(assign_splits(["x"], seed=0, val_fraction=0.5).values()) == {"train"}
+
+
+def test_prepare_data_cache_manifest_groups_landmarks(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, n in (("head", 12), ("legs", 9), ("chest", 15), ("abd", 10)):
+        write_nifti(src / f"{name}.nii.gz", n)
+    (src / "landmarks.json").write_text(json.dumps({
+        "_conventions": {},
+        "chest": {"file": "chest.nii.gz", "landmarks": {"lung_start": {"k": 2.5},
+                                                        "L1": None}},
+    }))
+    sources = sorted(src.glob("*.nii.gz"))
+    out = tmp_path / "cache"
+    manifest = prepare_data(sources, out, seed=1, val_fraction=0.4,
+                            groups={"head": "body1", "legs": "body1"},
+                            licence_lookup={"chest": "CC BY 3.0"},
+                            landmark_files=[src / "landmarks.json"])
+    assert manifest == load_manifest(out)
+    by_id = {v.volume_id: v for v in manifest.volumes}
+    assert by_id["head"].split == by_id["legs"].split  # one body, one split
+    assert by_id["head"].group == "body1"
+    assert {v.split for v in manifest.volumes} == {"train", "val"}
+    chest = by_id["chest"]
+    assert chest.licence == "CC BY 3.0"
+    assert by_id["abd"].licence == "unknown"
+    assert dict(chest.landmarks) == {"lung_start": 2.5}
+    assert chest.shape == (15, 128, 128)
+    assert chest.z_spacing_mm == pytest.approx(4.0)
+    cached = np.load(out / chest.file)
+    assert cached.dtype == np.float16
+    assert cached.shape == (15, 128, 128)
+    assert cached.min() >= -1
+    assert cached.max() <= 1
+    assert manifest.preprocessing["target_spacing_mm"] == 3.5
+    # unchanged sources are not processed again
+    stamp = (out / chest.file).stat().st_mtime_ns
+    again = prepare_data(sources, out, seed=1, val_fraction=0.4,
+                         groups={"head": "body1", "legs": "body1"},
+                         licence_lookup={"chest": "CC BY 3.0"})
+    assert (out / chest.file).stat().st_mtime_ns == stamp
+    assert [v.split for v in again.volumes] == [v.split for v in manifest.volumes]
+    assert not list(out.glob("*.part"))
+
+
+def test_prepare_real_volume_matches_annotation(ct_dir: Path, tmp_path: Path):
+    manifest = prepare_data([ct_dir / "ts_petct_slab.nii.gz"], tmp_path, val_fraction=0.0,
+                            landmark_files=[ct_dir / "landmarks.json"])
+    (entry,) = manifest.volumes
+    assert entry.shape == (20, 128, 128)
+    assert entry.z_spacing_mm == pytest.approx(2.0)
+    annotated = json.loads((ct_dir / "landmarks.json").read_text())["ts_petct_slab"]
+    expected = {k: v["k"] for k, v in annotated["landmarks"].items() if v is not None}
+    assert dict(entry.landmarks) == pytest.approx(expected)
+    # the same landmarks given by world z only (CSV form) land on the same indices
+    csv_path = tmp_path / "z_only.csv"
+    rows = [f"ts_petct_slab,{k},,{v['z_mm']}" for k, v in annotated["landmarks"].items()
+            if v is not None]
+    csv_path.write_text("volume,landmark,k,z_mm\n" + "\n".join(rows) + "\n")
+    by_z = prepare_data([ct_dir / "ts_petct_slab.nii.gz"], tmp_path / "z", val_fraction=0.0,
+                        landmark_files=[csv_path])
+    assert dict(by_z.volumes[0].landmarks) == pytest.approx(expected, abs=1e-3)
+
+
+def test_dataset_items_deterministic_with_anchor(tmp_path: Path):
+    slices = np.linspace(-1, 1, 30 * 16 * 16, dtype=np.float32).reshape(30, 16, 16)
+    entry = cache_volume(tmp_path, "v", slices, spacing_mm=(2.0, 1.0, 1.0),
+                         landmarks={"L1": 10.0})
+    short = cache_volume(tmp_path, "s", slices[:3], spacing_mm=(2.0, 1.0, 1.0))
+    dataset = VolumeSampleDataset([entry, short], tmp_path, num_slices=4,
+                                  augment=build_augmentations(BPREG_TRANSFORM_PARAMS),
+                                  anchor_targets={"L1": 1.5})
+    assert len(dataset) == 1  # 3 slices < m = 4: skipped
+    a, b = dataset[(0, 7)], dataset[(0, 7)]
+    assert torch.equal(a["slices"], b["slices"])
+    assert a["slices"].shape == (4, 1, 16, 16)
+    assert float(a["slices"].abs().max()) <= 1
+    step = int(a["indices"][1] - a["indices"][0])
+    assert a["delta_h_mm"] == pytest.approx(2.0 * step)
+    hits = [i for i in range(200) if bool(dataset[(0, i)]["anchor_mask"].any())]
+    assert hits
+    item = dataset[(0, hits[0])]
+    assert 10 in item["indices"].tolist()
+    assert float(item["anchor_target"][item["anchor_mask"]][0]) == 1.5
+    batch = dataset.collate([a, b])
+    assert batch["slices"].shape == (8, 1, 16, 16)
+    assert batch["delta_h_mm"].shape == (2,)
+
+
+def test_missing_manifest_raises(tmp_path: Path):
+    with pytest.raises(InputError, match="prepare_data"):
+        load_manifest(tmp_path)
