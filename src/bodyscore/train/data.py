@@ -246,7 +246,9 @@ def cache_volume(
     )
 
 
-def canonical_landmark_indices(annotation: VolumeAnnotation | None, volume: Any) -> dict[str, float]:
+def canonical_landmark_indices(
+    annotation: VolumeAnnotation | None, volume: Any
+) -> dict[str, float]:
     """Landmark → fractional canonical index.
 
     ``k`` refers to the stored slice order (mapped through ``volume.source_slice_index``);
