@@ -125,11 +125,10 @@ def test_dataset_items_deterministic_with_anchor(tmp_path: Path):
     assert float(a["slices"].abs().max()) <= 1
     step = int(a["indices"][1] - a["indices"][0])
     assert a["delta_h_mm"] == pytest.approx(2.0 * step)
-    hits = [i for i in range(200) if bool(dataset[(0, i)]["anchor_mask"].any())]
-    assert hits
-    item = dataset[(0, hits[0])]
-    assert 10 in item["indices"].tolist()
-    assert float(item["anchor_target"][item["anchor_mask"]][0]) == 1.5
+    # one landmark: dense targets 1.5 + 0.01/mm * (k - 10) * 2 mm, all within 50 mm
+    assert bool(a["anchor_mask"].all())
+    expected = 1.5 + 0.01 * (a["indices"].double() - 10) * 2.0
+    assert torch.allclose(a["anchor_target"].double(), expected, atol=1e-6)
     batch = dataset.collate([a, b])
     assert batch["slices"].shape == (8, 1, 16, 16)
     assert batch["delta_h_mm"].shape == (2,)
@@ -138,3 +137,26 @@ def test_dataset_items_deterministic_with_anchor(tmp_path: Path):
 def test_missing_manifest_raises(tmp_path: Path):
     with pytest.raises(InputError, match="prepare_data"):
         load_manifest(tmp_path)
+
+
+def test_dense_anchor_targets_hand_worked():
+    from bodyscore.train.data import dense_anchor_targets
+
+    # Th8 (k 15, target 5) breaks the order of the other three: the longest consistent
+    # chain L5 -> L1 -> Th12 is kept
+    landmarks = {"L5": 10.0, "L1": 20.0, "Th8": 15.0, "Th12": 25.0}
+    targets = {"L5": 2.0, "L1": 3.0, "Th8": 5.0, "Th12": 4.0}
+    indices = np.array([0, 10, 15, 20, 24, 27, 60])
+    target, mask = dense_anchor_targets(landmarks, targets, indices, z_spacing_mm=5.0,
+                                        slope_per_mm=0.01, extrapolate_mm=50.0)
+    # below L5: 2 - 0.01*10*5 = 1.5 ; between: linear ; above Th12: 4 + 0.01*2*5 = 4.1
+    np.testing.assert_allclose(target[:6], [1.5, 2.0, 2.5, 3.0, 3.8, 4.1], atol=1e-6)
+    assert mask.tolist() == [True] * 6 + [False]  # k=60 is 175 mm beyond Th12
+
+
+def test_dense_anchor_targets_without_landmarks():
+    from bodyscore.train.data import dense_anchor_targets
+
+    target, mask = dense_anchor_targets({}, {"L1": 1.0}, np.arange(4), z_spacing_mm=1.0)
+    assert not mask.any()
+    assert target.shape == (4,)

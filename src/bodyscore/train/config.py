@@ -89,6 +89,8 @@ class TrainConfig:
         Optimiser steps in total.
     checkpoint_every : int
         Write ``checkpoint.pt`` every this many steps (and at the end of each epoch).
+    validate_every : int or None
+        Validate every this many steps (None: at the end of each epoch).
     log_every : int
         Write a CSV row every this many steps.
     val_max_slices : int
@@ -132,6 +134,7 @@ class TrainConfig:
     max_steps: int = 1000
     checkpoint_every: int = 100
     log_every: int = 10
+    validate_every: int | None = None
     val_max_slices: int = 64
     num_threads: int | None = None
     device: str = "auto"

@@ -460,10 +460,11 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike[str],
     while run.step < config.max_steps:
         _train_step(run)
         last = run.step == config.max_steps
-        epoch_end = run.step % run.per_epoch == 0
-        if run.step % config.log_every == 0 or epoch_end or last:
-            _log(run, started=started, validate=epoch_end or last)
-        if run.dist.is_main and (run.step % config.checkpoint_every == 0 or epoch_end or last):
+        every = config.validate_every or run.per_epoch
+        validate = run.step % every == 0 or last
+        if run.step % config.log_every == 0 or validate:
+            _log(run, started=started, validate=validate)
+        if run.dist.is_main and (run.step % config.checkpoint_every == 0 or last):
             _save_checkpoint(run.checkpoint_path, {
                 "step": run.step, "model": run.network.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "rng": _rng_state(),
