@@ -32,11 +32,26 @@ CSV form (UTF-8, header row, one landmark per row)::
 Columns ``volume`` and ``landmark`` are required; at least one of ``k`` / ``z_mm`` must be a
 column and every row must fill one of them; ``confidence`` is optional (empty = unknown).
 Volume ids are the file names without ``.nii.gz``/``.nii``/... by convention.
+
+bpreg's layout (MIC-DKFZ/BodyPartRegression ``bpreg/dataset/base_dataset.py``: an ``.xlsx``
+read with ``pd.read_excel(sheet_name="landmarks-train" | "landmarks-val" | "landmarks-test",
+index_col="filename")``), one volume per row, one landmark per column, cells = slice index or
+empty::
+
+    filename,pelvis_start,femur_end,L5,...,eyes_end
+    case_0001,3,17,,...,
+
+read from ``.xlsx`` (needs ``openpyxl``; all sheets whose name starts with ``landmarks`` unless
+``sheet`` is given) or from the same table saved as CSV. Assumption (bpreg's files are not
+public): the index refers to bpreg's ``.npy`` volume, whose slice axis equals the stored NIfTI
+axis for the usual RAS/LPS files with a positive z step; ``filename`` loses its ``.npy`` /
+image suffix to become the volume id.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import math
 from collections.abc import Mapping
@@ -54,12 +69,14 @@ __all__ = [
     "RegionLabel",
     "VolumeAnnotation",
     "read_landmarks",
+    "read_landmarks_bpreg",
     "read_landmarks_csv",
     "read_landmarks_json",
     "volume_id_from_path",
 ]
 
 _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".npy", ".dcm")
+_BPREG_INDEX = "filename"
 
 
 def volume_id_from_path(path: str | Path) -> str:
@@ -264,8 +281,91 @@ def read_landmarks_csv(path: str | Path) -> dict[str, VolumeAnnotation]:
     }
 
 
+def _bpreg_table(header: list[str], rows: list[list[Any]], where: str
+                 ) -> dict[str, VolumeAnnotation]:
+    names = [str(h).strip() if h is not None else "" for h in header]
+    if _BPREG_INDEX not in names:
+        raise InputError(f"{where}: no '{_BPREG_INDEX}' column; expected bpreg's landmark table")
+    index = names.index(_BPREG_INDEX)
+    result: dict[str, VolumeAnnotation] = {}
+    for line, row in enumerate(rows, start=2):
+        cells = list(row) + [None] * (len(names) - len(row))
+        filename = cells[index]
+        if filename is None or not str(filename).strip():
+            continue
+        volume = volume_id_from_path(str(filename).strip())
+        landmarks = {}
+        for column, (name, value) in enumerate(zip(names, cells, strict=False)):
+            if column == index or not name:
+                continue
+            k = _number(value, f"{where}:{line} {name}")
+            if k is not None:
+                landmarks[name] = LandmarkPosition(k=k)
+        result[volume] = VolumeAnnotation(volume_id=volume, file=None,
+                                          landmarks=MappingProxyType(landmarks))
+    return result
+
+
+def read_landmarks_bpreg(path: str | Path, *, sheet: str | None = None
+                         ) -> dict[str, VolumeAnnotation]:
+    """Read bpreg's landmark table (``.xlsx`` or CSV; layout in the module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+    sheet : str, optional
+        Worksheet of an ``.xlsx`` (e.g. ``"landmarks-test"``); default every sheet whose name
+        starts with ``landmarks`` (or the first sheet), later sheets overriding earlier ones.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".xlsx":
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                table = list(csv.reader(handle))
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read landmark file ({exc.strerror})") from exc
+        if not table:
+            raise InputError(f"{path}: empty landmark table")
+        return _bpreg_table(table[0], [list(r) for r in table[1:]], str(path))
+    try:
+        openpyxl = importlib.import_module("openpyxl")
+    except ImportError as exc:
+        raise InputError(f"{path}: reading .xlsx needs openpyxl; pip install openpyxl "
+                         "or save the sheet as CSV") from exc
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{path}: cannot read the workbook ({exc})") from exc
+    names = [sheet] if sheet else (
+        [n for n in book.sheetnames if n.lower().startswith("landmarks")] or book.sheetnames[:1])
+    result: dict[str, VolumeAnnotation] = {}
+    for name in names:
+        if name not in book.sheetnames:
+            raise InputError(f"{path}: no sheet {name!r}; sheets are {book.sheetnames}")
+        rows = [list(r) for r in book[name].iter_rows(values_only=True)]
+        if rows:
+            result.update(_bpreg_table(rows[0], rows[1:], f"{path}[{name}]"))
+    return result
+
+
+def _is_bpreg_csv(path: Path) -> bool:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = next(csv.reader(handle), [])
+    except OSError:
+        return False
+    columns = {h.strip() for h in header}
+    return _BPREG_INDEX in columns and "volume" not in columns
+
+
 def read_landmarks(path: str | Path) -> dict[str, VolumeAnnotation]:
-    """Read landmark annotations, JSON or CSV by the file extension."""
-    if Path(path).suffix.lower() == ".csv":
+    """Read landmark annotations: JSON, our CSV, or bpreg's table (``.xlsx`` or a CSV with a
+    ``filename`` column), by extension and header."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".xlsx":
+        return read_landmarks_bpreg(path)
+    if suffix == ".csv":
+        if _is_bpreg_csv(Path(path)):
+            return read_landmarks_bpreg(path)
         return read_landmarks_csv(path)
     return read_landmarks_json(path)

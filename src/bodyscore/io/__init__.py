@@ -3,8 +3,9 @@
 :func:`read_volume` dispatches on the path: ``.nii``/``.nii.gz`` → nibabel; ``.nrrd``/``.nhdr``/
 ``.mha``/``.mhd`` → SimpleITK (optional: ``pip install bodyscore[dicom]``); a folder → the DICOM CT
 series in it; a ``.dcm`` file or any file with the DICOM preamble → that file's series within its
-folder. Every reader returns a canonical volume (slice 0 most inferior) whose
-``source_slice_index`` maps each slice to the input's own slice order, which
+folder; a ``dicomweb://`` / ``dicomwebs://`` URL → that series fetched from a DICOMweb
+server (:mod:`bodyscore.io.dicomweb`). Every reader returns a canonical volume (slice 0 most
+inferior) whose ``source_slice_index`` maps each slice to the input's own slice order, which
 :func:`write_cropped` uses to write a slice range back in the input's own format.
 """
 
@@ -40,7 +41,9 @@ def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) 
     Parameters
     ----------
     path : str or os.PathLike
-        NIfTI, NRRD/MetaImage file, DICOM file or DICOM folder.
+        NIfTI, NRRD/MetaImage file, DICOM file or DICOM folder, or a DICOMweb series URL
+        ``dicomweb[s]://HOST:PORT/PATH?study=UID&series=UID`` (credentials from the
+        ``BODYSCORE_DICOMWEB_*`` environment variables).
     series_uid : str, optional
         SeriesInstanceUID to read when a DICOM folder holds several CT series.
 
@@ -57,6 +60,10 @@ def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) 
         :class:`~bodyscore.errors.UnsupportedModalityError`,
         :class:`~bodyscore.errors.DicomSeriesError`).
     """
+    if isinstance(path, str) and path.lower().startswith(("dicomweb://", "dicomwebs://")):
+        from bodyscore.io.dicomweb import read_dicomweb
+
+        return read_dicomweb(path, series_uid=series_uid)
     path = Path(path)
     kind = input_kind(path)
     if kind == "nifti":
