@@ -155,7 +155,13 @@ def _score_one(
     volume = read_volume(job.path, series_uid=job.series_uid)
     update, close = _progress_bar(args.progress, input_stem(job.path))
     try:
-        result = predict(volume, model, batch_size=args.batch_size, progress=update)
+        result = predict(
+            volume,
+            model,
+            batch_size=args.batch_size,
+            progress=update,
+            all_slices=args.all_slices,
+        )
     finally:
         close()
     return result, volume
@@ -170,7 +176,6 @@ def _write_outputs(
         print(result.to_json(indent=2))
         return
     out_dir = Path(args.output)
-    write_json(result, out_dir / f"{job.stem}.json")
     if args.csv:
         from bodyscore.export.tables import write_csv
 
@@ -179,6 +184,8 @@ def _write_outputs(
         from bodyscore.export.plots import write_png
 
         write_png(result, out_dir / f"{job.stem}.png", volume)
+    # the JSON last: --skip-existing treats it as "this input is complete"
+    write_json(result, out_dir / f"{job.stem}.json")
 
 
 def _check_output_dir(out: str, inputs: Sequence[str]) -> None:
@@ -267,7 +274,13 @@ def _cmd_crop(args: argparse.Namespace) -> int:
     volume = read_volume(args.input, series_uid=args.series)
     update, close = _progress_bar(args.progress, input_stem(args.input))
     try:
-        result = predict(volume, model, batch_size=args.batch_size, progress=update)
+        result = predict(
+            volume,
+            model,
+            batch_size=args.batch_size,
+            progress=update,
+            all_slices=args.all_slices,
+        )
     finally:
         close()
     selected = crop.slices_in_bounds(result, bounds)
@@ -358,6 +371,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         help="inference backend (default: ONNX Runtime when possible)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="slices per batch (default 64)")
+    parser.add_argument(
+        "--all-slices",
+        action="store_true",
+        help="run the network on every slice (default: slices at most 2.5 mm apart, the rest "
+        "interpolated before the 10 mm smoothing; all-air slices skipped)",
+    )
 
 
 def _add_predict(sub: Any) -> None:
