@@ -1,13 +1,16 @@
 """Atomic file writing: write to a temporary file beside the target, then rename.
 
 An interrupted run (kill, disk full) therefore never leaves a half-written output: either the
-old file (or nothing) or the complete new file is there.
+old file (or nothing) or the complete new file is there. The data is flushed to disk (fsync)
+before the rename. A run killed with SIGKILL cannot remove its temporary file
+(``.<name>.<random>.part``); the next successful write of the same target removes such leftovers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from bodyscore.errors import OutputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_parts"]
 
 
 def _describe(exc: OSError) -> str:
@@ -47,12 +50,37 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _fsync(tmp)
         tmp.replace(target)
     except OSError as exc:
         raise OutputError(f"{target}: cannot write output ({_describe(exc)})") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    remove_stale_parts(target)
+
+
+def _fsync(path: Path) -> None:
+    if path.is_file():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_parts(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete temporary files (``.<target name>.*.part``) left beside ``target`` by a killed run.
+
+    Called after each successful atomic write; returns the files removed.
+    """
+    target = Path(target)
+    removed = []
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+            removed.append(stale)
+    return removed
 
 
 def _write(target: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:

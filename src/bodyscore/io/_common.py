@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
-from bodyscore.errors import InputError, OutputError
+from bodyscore.errors import BodyscoreError, InputError, OutputError
 from bodyscore.volume import Volume
 
 __all__ = [
@@ -31,8 +32,10 @@ __all__ = [
     "check_voxel_count",
     "describe_os_error",
     "full_suffix",
+    "guard_reader",
     "input_kind",
     "is_dicom_file",
+    "one_line",
     "replace_non_finite",
     "slice_axis_of",
     "to_hu_dtype",
@@ -58,6 +61,60 @@ def check_voxel_count(shape: tuple[int, ...], source: str) -> None:
             f"{source}: header declares {n} voxels (shape {tuple(shape)}), more than the "
             f"{MAX_VOXELS} bodyscore accepts; the header is probably corrupt"
         )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: Exceptions a dependency (nibabel, pydicom, SimpleITK, zlib) may raise on malformed bytes:
+#: any ``Exception`` (pydicom alone has several that derive from ``Exception`` directly).
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (Exception,)
+
+UNEXPECTED_MARK = "unexpected error while reading"
+"""Text of the safety-net message; the fuzzing harness treats it as a finding to fix."""
+
+
+def guard_reader(
+    func: Callable[Concatenate[Any, _P], _R],
+) -> Callable[Concatenate[Any, _P], _R]:
+    """Safety net for a reader ``func(path, ...)``: a dependency's exception becomes one line.
+
+    Known problems are reported by the readers themselves with specific messages; anything a
+    dependency still raises on malformed bytes becomes an :class:`InputError`
+    ``"<path>: unexpected error while reading (<type>: <message>); ..."`` chained to the original,
+    instead of a traceback that would stop a batch.
+    """
+
+    @functools.wraps(func)
+    def reader(path: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return func(path, *args, **kwargs)
+        except BodyscoreError:
+            raise
+        except DEPENDENCY_ERRORS as exc:
+            raise InputError(
+                f"{path}: {UNEXPECTED_MARK} ({type(exc).__name__}: {one_line(exc)[:300]}); "
+                "the file is damaged or unsupported"
+            ) from exc
+
+    return reader
+
+
+def one_line(exc: BaseException) -> str:
+    """The exception's text on one line (dependencies' messages may span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+SHEAR_TOLERANCE_DEG = 1.0
+"""Largest deviation from 90 degrees between voxel axes accepted without a warning."""
+
+
+def shear_deg(affine: np.ndarray) -> float:
+    """Largest deviation (degrees) from 90 degrees between two columns of ``affine[:3, :3]``."""
+    cols = np.asarray(affine, dtype=np.float64)[:3, :3]
+    unit = cols / np.linalg.norm(cols, axis=0)
+    cosines = np.abs(unit.T @ unit)[np.triu_indices(3, 1)]
+    return float(np.degrees(np.arcsin(min(1.0, float(cosines.max())))))
 
 
 def slice_axis_of(affine: np.ndarray) -> tuple[int, bool]:
@@ -179,7 +236,19 @@ def volume_from_ijk(
             f"{source}: the voxel-to-world matrix is singular or not finite (zero or NaN "
             "spacing/direction); fix the header"
         )
+    shear = shear_deg(affine)
+    if shear > SHEAR_TOLERANCE_DEG and meta.get("format") != "dicom":  # DICOM reports its tilt
+        warnings = [
+            *warnings,
+            f"voxel axes are not orthogonal (sheared by {shear:.1f}°); read as the closest "
+            "orthogonal grid without resampling",
+        ]
     ornt = nib.orientations.io_orientation(affine)
+    if np.isnan(ornt).any():
+        raise InputError(
+            f"{source}: the voxel-to-world matrix is degenerate (two voxel axes point the same "
+            "way); fix the header"
+        )
     axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
     flipped = bool(ornt[axis, 1] < 0)
     n_in = int(data_ijk.shape[axis])
@@ -244,6 +313,10 @@ def input_kind(path: Path) -> str:
         The path does not exist or is not a supported format.
     """
     if not path.exists():
+        if path.is_symlink():
+            raise InputError(
+                f"{path}: broken symbolic link or symbolic link loop; point it to a real file"
+            )
         raise InputError(f"{path}: file or folder not found")
     if path.is_dir():
         return "dicom"

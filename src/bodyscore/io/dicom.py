@@ -15,6 +15,7 @@ direction and the slice normal is reported in ``meta['gantry_tilt_deg']`` with a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -32,7 +33,10 @@ from bodyscore.errors import (
 )
 from bodyscore.io._common import (
     check_voxel_count,
+    describe_os_error,
+    guard_reader,
     is_dicom_file,
+    one_line,
     to_hu_dtype,
     volume_from_ijk,
 )
@@ -54,6 +58,11 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 TILT_TOLERANCE_DEG = 0.5
 DUPLICATE_TOLERANCE_MM = 0.01
 UNIFORM_RTOL = 0.01
+_DEFER_BYTES = 2**20
+_PARSE_ERRORS = (
+    ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError,
+    OverflowError, EOFError, OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -141,21 +150,70 @@ def _walk_files(folder: Path, *, recursive: bool) -> Iterator[Path]:
             yield Path(root) / name
 
 
-def _read_headers(folder: Path, *, recursive: bool = True) -> list[tuple[Path, Any]]:
-    """(path, header) of every DICOM image file; other files and DICOMDIR are skipped quietly."""
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be opened for reading (e.g. permission denied), or None."""
+    try:
+        with path.open("rb"):
+            return None
+    except FileNotFoundError:
+        return None  # broken link or vanished file: nothing to report
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None  # symbolic link loop: not a file
+        return describe_os_error(exc)
+
+
+_USED_KEYWORDS = (
+    "SeriesInstanceUID", "StudyInstanceUID", "SOPInstanceUID", "Modality", "ImageType",
+    "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing", "Rows", "Columns",
+    "NumberOfFrames", "InstanceNumber", "RescaleSlope", "RescaleIntercept", "SliceThickness",
+    "SpacingBetweenSlices", "GantryDetectorTilt", "SeriesDescription", "BodyPartExamined",
+    "Manufacturer", "PatientPosition", "ConvolutionKernel", "SamplesPerPixel", "BitsAllocated",
+)
+
+
+def _convert_elements(ds: Any) -> None:
+    """Convert the elements bodyscore reads now (pydicom parses lazily), so that a malformed
+    value fails here, where the file can be skipped; other elements are left unparsed."""
+    for keyword in _USED_KEYWORDS:
+        if keyword in ds:
+            ds[keyword]
+
+
+def _read_headers(
+    folder: Path, *, recursive: bool = True, skipped: list[str] | None = None
+) -> list[tuple[Path, Any]]:
+    """(path, header) of every DICOM image file; other files and DICOMDIR are skipped quietly.
+
+    Files that exist but cannot be opened (permission denied, I/O error) are skipped too, and a
+    line naming each is appended to ``skipped`` so that the caller can warn about it.
+    """
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     found: list[tuple[Path, Any]] = []
     for path in _walk_files(folder, recursive=recursive):
-        if path.name.upper() == "DICOMDIR" or not is_dicom_file(path):
+        if path.name.upper() == "DICOMDIR":
+            continue
+        if not is_dicom_file(path):
+            reason = _unreadable(path) if skipped is not None else None
+            if reason is not None and skipped is not None:
+                skipped.append(f"{path}: {reason}")
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            # defer_size: a huge (e.g. byte-swapped) value length is skipped, not allocated
+            ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER_BYTES)
         except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as exc:
             logger.debug("skipping %s: %s", path, exc)
             continue
-        sop_class = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", ""))
+        try:
+            _convert_elements(ds)
+            sop_class = str(
+                getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "")
+            )
+        except (*_PARSE_ERRORS, BytesLengthException) as exc:
+            logger.debug("skipping %s: malformed header (%s)", path, one_line(exc))
+            continue
         if sop_class == DICOMDIR_SOP_CLASS or "SeriesInstanceUID" not in ds:
             continue
         found.append((path, ds))
@@ -303,18 +361,17 @@ def _check_consistent(
 
 def _nominal_step(ds: Any) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        try:
-            value = float(ds.get(keyword) or 0)
-        except (TypeError, ValueError):
-            continue
-        if np.isfinite(value) and value > 0:
+        value = _number(ds, keyword, 0.0)
+        if value is not None and value > 0:
             return value
     return 1.0
 
 
-def _assemble(folder: Path, uid: str, members: list[tuple[Path, Any]]) -> SeriesLayout:
+def _assemble(
+    folder: Path, uid: str, members: list[tuple[Path, Any]], skipped: Sequence[str] = ()
+) -> SeriesLayout:
     source = f"{folder} [series {uid}]"
-    warnings: list[str] = []
+    warnings: list[str] = [f"unreadable file skipped ({line})" for line in skipped]
     members = _drop_localizers(members, source, warnings)
     iop, pixel_spacing = _check_consistent(members, source)
     row, col = iop[:3], iop[3:]
@@ -395,53 +452,123 @@ def locate_series(path: str | os.PathLike[str], *, series_uid: str | None = None
         Inconsistent series (mixed sizes/orientations, missing geometry).
     """
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file or folder not found")
+    skipped: list[str] = []
     if path.is_dir():
         folder = path
-        found = _read_headers(folder)
+        found = _read_headers(folder, skipped=skipped)
     else:
         folder = path.parent
         if series_uid is None:
             try:
-                series_uid = str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
-            except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as exc:
-                raise InputError(f"{path}: not a readable DICOM image ({exc})") from exc
-        found = _read_headers(folder, recursive=False)
+                header = pydicom.dcmread(path, stop_before_pixels=True, defer_size=_DEFER_BYTES)
+                series_uid = str(header.SeriesInstanceUID)
+            except (InvalidDicomError, BytesLengthException, *_PARSE_ERRORS) as exc:
+                raise InputError(
+                    f"{path}: not a readable DICOM image ({one_line(exc)[:200]})"
+                ) from exc
+        found = _read_headers(folder, recursive=False, skipped=skipped)
+        if not any(p.name == path.name for p, _ in found):
+            raise InputError(
+                f"{path}: not a readable DICOM image (malformed header, or no image); "
+                "check the file"
+            )
     uid, members = _choose_series(folder, _group(found), series_uid)
-    return _assemble(folder, uid, members)
+    return _assemble(folder, uid, members, skipped)
 
 
 # -- pixels ---------------------------------------------------------------------------------------
-def _rescale(ds: Any) -> tuple[float, float, bool]:
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    missing = slope is None or intercept is None
-    return float(slope if slope is not None else 1.0), float(intercept or 0.0), missing
+def _number(ds: Any, keyword: str, default: float) -> float | None:
+    """A single finite number from a tag; ``default`` when absent, None when malformed."""
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):  # multi-valued or not numeric
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _rescale(ds: Any, path: Path) -> tuple[float, float, bool]:
+    slope = _number(ds, "RescaleSlope", 1.0)
+    intercept = _number(ds, "RescaleIntercept", 0.0)
+    if slope is None or intercept is None:
+        raise DicomSeriesError(
+            f"{path}: RescaleSlope/RescaleIntercept {str(ds.get('RescaleSlope'))[:30]!r}/"
+            f"{str(ds.get('RescaleIntercept'))[:30]!r} are not single finite numbers; "
+            "fix the header"
+        )
+    missing = ds.get("RescaleSlope") is None or ds.get("RescaleIntercept") is None
+    return slope, intercept, missing
 
 
 def _pixels(path: Path, source: str) -> np.ndarray:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read this file of {source} ({exc})") from exc
+        raise InputError(f"{path}: cannot read this file of {source} ({one_line(exc)})") from exc
+    try:
+        _check_native_length(ds, path)
+    except (*_PARSE_ERRORS, BytesLengthException) as exc:
+        raise InputError(
+            f"{path}: cannot read the pixel data of {source} ({one_line(exc)[:200]})"
+        ) from exc
     try:
         return np.asarray(ds.pixel_array)
-    except (RuntimeError, NotImplementedError, ValueError, AttributeError, OSError) as exc:
+    except (
+        RuntimeError, NotImplementedError, ValueError, AttributeError, OSError, TypeError, KeyError
+    ) as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        if syntax is not None and not syntax.is_transfer_syntax:
+            raise InputError(
+                f"{path}: unknown transfer syntax {syntax}; convert the file to a standard "
+                "transfer syntax (e.g. with dcmconv or gdcmconv)"
+            ) from exc
         if syntax is not None and syntax.is_compressed:
             raise InputError(
                 f"{path}: cannot decode compressed pixel data ({syntax.name}); "
                 "pip install bodyscore[dicom] (pylibjpeg) or gdcm"
             ) from exc
-        raise InputError(f"{path}: cannot read the pixel data of {source} ({exc})") from exc
+        raise InputError(
+            f"{path}: cannot read the pixel data of {source} ({one_line(exc)})"
+        ) from exc
 
 
+def _check_native_length(ds: Any, path: Path) -> None:
+    """Refuse uncompressed pixel data shorter than Rows x Columns x BitsAllocated declare.
+
+    Checked before pydicom decodes, so that a corrupt or byte-swapped Rows/Columns (e.g. a file
+    whose transfer syntax claims big endian) cannot make it allocate gigabytes.
+    """
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or not syntax.is_transfer_syntax or syntax.is_compressed:
+        return
+    if "PixelData" not in ds:
+        raise InputError(f"{path}: no pixel data; not an image")
+    try:
+        needed = (
+            int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+            * int(ds.get("NumberOfFrames") or 1) * int(ds.BitsAllocated) // 8
+        )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: Rows/Columns/BitsAllocated missing or not numeric") from exc
+    have = len(ds.PixelData)
+    if have < needed:
+        raise InputError(
+            f"{path}: pixel data holds {have} bytes but Rows x Columns x BitsAllocated need "
+            f"{needed}; the file is truncated or its header (or transfer syntax) is wrong"
+        )
+
+
+@guard_reader
 def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
     """Read one CT series as a canonical volume in HU.
 
@@ -470,11 +597,11 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
     n = len(layout.files)
     check_voxel_count((n, rows, cols), layout.source)
     warnings = list(layout.warnings)
-    rescales = [_rescale(ds) for ds in layout.headers]
+    rescales = [_rescale(ds, f) for ds, f in zip(layout.headers, layout.files, strict=True)]
     if any(missing for _, _, missing in rescales):
         warnings.append("RescaleSlope/RescaleIntercept missing; assumed 1 and 0")
     integral = all(s.is_integer() and i.is_integer() for s, i, _ in rescales)
-    stack = np.empty((n, rows, cols), dtype=np.int16 if integral else np.float32)
+    stack: np.ndarray | None = None  # allocated once the first slice proves Rows x Columns
     for k, (file, (slope, intercept, _)) in enumerate(zip(layout.files, rescales, strict=True)):
         pixels = _pixels(file, layout.source)
         if pixels.shape != (rows, cols):
@@ -482,11 +609,14 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
                 f"{file}: pixel data shape {pixels.shape} differs from "
                 f"Rows x Columns {(rows, cols)}"
             )
+        if stack is None:
+            stack = np.empty((n, rows, cols), dtype=np.int16 if integral else np.float32)
         hu = to_hu_dtype(pixels, slope=slope, intercept=intercept)
         if hu.dtype != stack.dtype:
             stack = stack.astype(np.float32)
         stack[k] = hu
-    header_tilt = float(first.get("GantryDetectorTilt") or 0.0)
+    assert stack is not None  # n >= 1: locate_series never returns an empty series
+    header_tilt = _number(first, "GantryDetectorTilt", 0.0) or 0.0
     tilt = layout.tilt_deg if n > 1 else abs(header_tilt)
     if n == 1 and tilt > TILT_TOLERANCE_DEG:
         warnings.append(f"gantry tilt {header_tilt:.1f}° (GantryDetectorTilt)")
@@ -503,7 +633,7 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
         "gantry_tilt_deg": round(tilt, 3),
         "gantry_detector_tilt_deg": header_tilt,
         "series_description": str(first.get("SeriesDescription", "")) or None,
-        "slice_thickness_mm": float(first.get("SliceThickness") or 0) or None,
+        "slice_thickness_mm": _number(first, "SliceThickness", 0.0) or None,
         "convolution_kernel": str(first.get("ConvolutionKernel", "")) or None,
         "transfer_syntax_uid": str(getattr(first.file_meta, "TransferSyntaxUID", "")) or None,
     }

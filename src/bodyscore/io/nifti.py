@@ -12,6 +12,7 @@ decides, NaN voxels are replaced, and 4-D / huge / truncated files give one-line
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import zlib
@@ -21,7 +22,14 @@ from typing import Any
 import numpy as np
 
 from bodyscore.errors import InputError
-from bodyscore.io._common import NIFTI_SUFFIXES, atomic_file, check_voxel_count, volume_from_ijk
+from bodyscore.io._common import (
+    NIFTI_SUFFIXES,
+    atomic_file,
+    check_voxel_count,
+    guard_reader,
+    one_line,
+    volume_from_ijk,
+)
 from bodyscore.volume import Volume
 
 __all__ = ["NIFTI_SUFFIXES", "read_nifti", "write_nifti"]
@@ -29,6 +37,7 @@ __all__ = ["NIFTI_SUFFIXES", "read_nifti", "write_nifti"]
 logger = logging.getLogger(__name__)
 
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1
+_GZIP_BLOCK = 2**20
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
@@ -38,6 +47,7 @@ def _load_errors() -> tuple[type[BaseException], ...]:
         OSError,
         EOFError,
         ValueError,
+        OverflowError,
         zlib.error,
         nib.filebasedimages.ImageFileError,
         nib.spatialimages.HeaderDataError,
@@ -65,6 +75,35 @@ def _check_file_size(path: Path, needed_bytes: int) -> None:
         )
 
 
+def _check_readable(path: Path) -> None:
+    """Raise a clear :class:`InputError` when the file cannot be opened for lack of permission
+    (nibabel reports it as a generic "Could not read file")."""
+    try:
+        with path.open("rb"):
+            pass
+    except PermissionError as exc:
+        raise InputError(f"{path}: permission denied; check the file's permissions") from exc
+    except OSError:
+        pass  # nib.load reports it
+
+
+def _verify_gzip(path: Path) -> None:
+    """Decompress a ``.gz`` file to its end so that its CRC-32 and length trailer are checked.
+
+    nibabel stops reading after the image data, so a corrupt trailer (or data that inflates
+    without error but is wrong) would otherwise pass unnoticed. Memory use is one 1 MiB block.
+    """
+    try:
+        with gzip.open(path, "rb") as fobj:
+            while fobj.read(_GZIP_BLOCK):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(
+            f"{path}: the gzip stream is corrupt ({one_line(exc)}); the file is damaged, "
+            "download or export it again"
+        ) from exc
+
+
 def _spatial_shape(shape: tuple[int, ...], source: str) -> tuple[tuple[int, int, int], list[str]]:
     """Return the 3-D shape to use and warnings (2-D → one slice; trailing singletons dropped)."""
     if len(shape) < 2:
@@ -80,6 +119,7 @@ def _spatial_shape(shape: tuple[int, ...], source: str) -> tuple[tuple[int, int,
     return (shape[0], shape[1], shape[2]), []
 
 
+@guard_reader
 def read_nifti(path: str | os.PathLike[str]) -> Volume:
     """Read a NIfTI-1/2 file as a canonical CT volume.
 
@@ -105,16 +145,23 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     path = Path(path)
     source = str(path)
     errors = _load_errors()
+    _check_readable(path)
     try:
         img: Any = nib.load(source)
     except FileNotFoundError as exc:
         raise InputError(f"{source}: file not found") from exc
+    except PermissionError as exc:
+        raise InputError(f"{source}: permission denied; check the file's permissions") from exc
     except errors as exc:
-        raise InputError(f"{source}: not a readable NIfTI image ({exc}); check the file") from exc
+        raise InputError(
+            f"{source}: not a readable NIfTI image ({one_line(exc)}); check the file"
+        ) from exc
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"{source}: not a NIfTI image ({type(img).__name__})")
     header = img.header
     shape = tuple(int(s) for s in header.get_data_shape())
+    if any(s < 0 for s in shape):
+        raise InputError(f"{source}: header declares a negative dimension {shape}; fix the header")
     shape3, warnings = _spatial_shape(shape, source)
     check_voxel_count(shape, source)
     dtype = header.get_data_dtype()
@@ -129,7 +176,7 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     try:
         pixdim = _raw_pixdim(path, type(header))
     except errors as exc:
-        raise InputError(f"{source}: cannot read the NIfTI header ({exc})") from exc
+        raise InputError(f"{source}: cannot read the NIfTI header ({one_line(exc)})") from exc
     n_spatial = min(len(shape), 3)
     spatial_pixdim = pixdim[1 : 1 + n_spatial]
     if not np.all(np.isfinite(spatial_pixdim)) or np.any(spatial_pixdim == 0):
@@ -142,8 +189,10 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
         raw = np.asanyarray(proxy.get_unscaled()).reshape(shape3)
     except errors as exc:
         raise InputError(
-            f"{source}: cannot read the voxel data ({exc}); the file is damaged"
+            f"{source}: cannot read the voxel data ({one_line(exc)}); the file is damaged"
         ) from exc
+    if path.name.lower().endswith(".gz"):
+        _verify_gzip(path)
     slope = float(proxy.slope)
     inter = float(proxy.inter)
     meta = {
