@@ -178,3 +178,14 @@ def test_tiny_config_trains_and_loss_falls(tmp_path: Path):
     assert np.mean(losses[-quarter:]) < 0.85 * np.mean(losses[:quarter])
     assert result.package_dir is not None
     assert (result.package_dir / "inference-settings.json").is_file()
+
+
+def test_learning_rate_milestones():
+    from bodyscore.train.config import TrainConfig
+    from bodyscore.train.trainer import learning_rate_at
+
+    config = TrainConfig.from_dict({"lr": 1e-3, "lr_milestones": [[2000, 3e-4], [2500, 1e-4]]})
+    assert learning_rate_at(0, config) == 1e-3
+    assert learning_rate_at(1999, config) == 1e-3
+    assert learning_rate_at(2000, config) == 3e-4
+    assert learning_rate_at(2700, config) == 1e-4

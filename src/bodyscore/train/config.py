@@ -83,6 +83,9 @@ class TrainConfig:
         Weight of the landmark anchor loss (0: off).
     anchor_targets : mapping of str to float
         Landmark → raw target score for the anchor loss.
+    lr_milestones : sequence of (int, float)
+        Step schedule: from step ``s`` on, the learning rate is ``lr`` of the last milestone
+        ``(s, lr)`` reached (empty: constant ``lr``).
     lr : float
         Adam learning rate.
     max_steps : int
@@ -131,6 +134,7 @@ class TrainConfig:
     anchor_weight: float = 0.0
     anchor_targets: Mapping[str, float] = field(default_factory=dict)
     lr: float = 1e-4
+    lr_milestones: tuple[tuple[int, float], ...] = ()
     max_steps: int = 1000
     checkpoint_every: int = 100
     log_every: int = 10
@@ -189,6 +193,10 @@ class TrainConfig:
                 values[key] = tuple(resolve(p) for p in values[key])
             else:
                 values[key] = resolve(values[key])
+        if "lr_milestones" in values:
+            values["lr_milestones"] = tuple(
+                (int(step), float(rate)) for step, rate in values["lr_milestones"] or ()
+            )
         if "delta_h_range_mm" in values:
             values["delta_h_range_mm"] = tuple(float(v) for v in values["delta_h_range_mm"])
         try:

@@ -390,6 +390,17 @@ def _resume(run: _Session) -> None:
     logger.info("resumed from %s at step %d", run.checkpoint_path, run.step)
 
 
+def learning_rate_at(step: int, config: TrainConfig) -> float:
+    """Adam's learning rate for ``step``: ``config.lr``, replaced by the value of the last
+    ``lr_milestones`` entry ``(from_step, lr)`` with ``from_step <= step`` (a step schedule;
+    resuming a run with added milestones continues it at the new rate)."""
+    rate = config.lr
+    for from_step, value in sorted(config.lr_milestones):
+        if step >= from_step:
+            rate = value
+    return float(rate)
+
+
 def _train_step(run: _Session) -> None:
     config = run.config
     epoch, in_epoch = divmod(run.step, run.per_epoch)
@@ -401,6 +412,8 @@ def _train_step(run: _Session) -> None:
     batch = run.train_set.collate([run.train_set[(int(p), int(s))]
                                    for p, s in zip(positions, seeds, strict=True)])
     device = run.device
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate_at(run.step, config)
     scores = run.model(batch["slices"].to(device)).reshape(len(positions), config.num_slices)
     terms = total_loss(
         scores, batch["delta_h_mm"].to(device), loss_order=config.loss_order,

@@ -1,0 +1,312 @@
+"""Accuracy of a model package on the real CT set and on held-out synthetic volumes.
+
+Run by hand (the numbers go into the model card)::
+
+    python benchmarks/accuracy/evaluate_model.py --model src/bodyscore/models/default \
+        --manifest runs/default/cache/manifest.json -o benchmarks/accuracy
+
+Writes ``accuracy.json`` (strict JSON) and ``accuracy.md`` (tables) into the output folder.
+
+What it measures, per volume and overall (thesis sec. 4.2; issue 4/11 acceptance):
+
+* landmark mean absolute error (score units) against the **published** bpreg scale
+  (``../shared/data/bpreg-public-model``), headline = medium/high-confidence landmarks, low
+  confidence separately; LMSE (eq. 4.13-4.15) against the model's own reference table;
+* 5-class accuracy (table 4.5) and per-slice accuracy of the coarse regions of landmarks.json;
+* monotonicity: observed slope > 0 and no reverse flag on the volume as given;
+* a reversed copy (array flipped along z, affine kept: the header lies) is flagged;
+* a consistently flipped copy (array and affine flipped together) is not flagged and gets the
+  same scores;
+* the body part examined tag against the region the data README describes.
+
+Volumes are grouped by their split in the training manifest (train / val), so figures on
+volumes the model trained on are never mixed with held-out ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from bodyscore.evaluate import metrics as m  # noqa: E402
+from bodyscore.evaluate.landmarks import VolumeAnnotation, read_landmarks  # noqa: E402
+from bodyscore.evaluate.runner import evaluate_model_on  # noqa: E402
+from bodyscore.inference import predict  # noqa: E402
+from bodyscore.io import read_volume  # noqa: E402
+from bodyscore.model import load_model  # noqa: E402
+from bodyscore.settings import InferenceSettings  # noqa: E402
+from bodyscore.volume import Volume  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+CT_DIR = SHARED / "data" / "ct"
+PUBLISHED = SHARED / "data" / "bpreg-public-model" / "inference-settings.json"
+
+#: Tags that match the region each real volume covers (../shared/data/ct/README.md).
+EXPECTED_TAGS: dict[str, set[str]] = {
+    "cptac_pda_chest": {"CHEST-ABDOMEN", "NECK-CHEST-ABDOMEN", "CHEST"},
+    "crlm1004_abdomen": {"CHEST-ABDOMEN", "ABDOMEN"},
+    "ge_tilt_head": {"HEAD"},
+    "lidc0314_chest": {"CHEST", "NECK-CHEST", "CHEST-ABDOMEN", "NECK-CHEST-ABDOMEN"},
+    "openkbp_test291_hn": {"HEAD-NECK", "HEAD-NECK-CHEST"},
+    "openkbp_test319_hn": {"HEAD-NECK", "HEAD-NECK-CHEST"},
+    "openkbp_train115_hn": {"HEAD-NECK", "HEAD-NECK-CHEST"},
+    "openkbp_train126_hn": {"HEAD-NECK", "HEAD-NECK-CHEST"},
+    "openkbp_train155_hn": {"HEAD-NECK", "HEAD-NECK-CHEST"},
+    "pyradiomics_lung1_chest": {"CHEST", "NECK-CHEST", "CHEST-ABDOMEN", "NECK-CHEST-ABDOMEN"},
+    "pyradiomics_lung2_chest": {"CHEST", "NECK-CHEST", "CHEST-ABDOMEN", "NECK-CHEST-ABDOMEN"},
+    "sts001_extremity_crop": {"PELVIS"},
+    "sts002_extremity_crop": {"PELVIS"},
+    "sts003_extremity_crop": {"PELVIS"},
+    "ts_abdomen_pelvis": {"ABDOMEN-PELVIS", "CHEST-ABDOMEN-PELVIS"},
+    "ts_petct_slab": {"ABDOMEN", "CHEST"},
+    "unc_cthead_cadaver_head": {"HEAD", "HEAD-NECK"},
+    "vhf_head": {"HEAD-NECK", "HEAD", "HEAD-NECK-CHEST"},
+    "vhf_knee_leg": {"NONE"},  # legs only: no trunk region in the tag
+    "vhm_head": {"HEAD-NECK", "HEAD"},
+}
+
+log = logging.getLogger("evaluate_model")
+
+
+def _only_confidence(annotations: dict[str, VolumeAnnotation], keep: set[str | None]
+                     ) -> dict[str, VolumeAnnotation]:
+    out = {}
+    for vid, a in annotations.items():
+        kept = {n: p for n, p in a.landmarks.items() if p.confidence in keep}
+        out[vid] = dataclasses.replace(a, landmarks=kept)
+    return out
+
+
+def _flipped(volume: Volume, *, with_affine: bool) -> Volume:
+    """Copy with the slice order reversed; the affine follows only when ``with_affine``."""
+    n = volume.n_slices
+    affine = volume.affine.copy()
+    if with_affine:
+        flip = np.eye(4)
+        flip[2, 2] = -1.0
+        flip[2, 3] = n - 1
+        affine = affine @ flip
+    return Volume(array=np.ascontiguousarray(volume.array[::-1]), spacing_mm=volume.spacing_mm,
+                  affine=affine, source=f"{volume.source} (flipped)", meta=dict(volume.meta))
+
+
+def _checks(path: Path, model: Any) -> dict[str, Any]:
+    volume = read_volume(path)
+    result = predict(volume, model)
+    reversed_result = predict(_flipped(volume, with_affine=False), model)
+    consistent = predict(_flipped(volume, with_affine=True), model)
+    same = np.allclose(consistent.unprocessed[::-1], result.unprocessed, atol=1e-3,
+                       equal_nan=True)
+    return {
+        "tag": result.body_part_examined_tag,
+        "observed_slope": result.observed_slope,
+        "increasing": bool(result.observed_slope is not None and result.observed_slope > 0
+                           and not result.reverse_z_ordering),
+        "z_extent_mm": volume.z_extent_mm,
+        "reversed_copy_flagged": reversed_result.reverse_z_ordering,
+        "consistent_flip_flagged": consistent.reverse_z_ordering,
+        "consistent_flip_same_scores": bool(same),
+        "valid_z_spacing": result.valid_z_spacing,
+        "score_range": [float(np.nanmin(result.unprocessed)), float(np.nanmax(result.unprocessed))],
+    }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _summary(report: Any) -> dict[str, Any]:
+    return {
+        "n_volumes": len(report.volumes),
+        "mae": {"mean": _num(report.mae.mean), "se": _num(report.mae.se), "n": report.mae.n},
+        "lmse": {"mean": _num(report.lmse.mean), "se": _num(report.lmse.se), "n": report.lmse.n},
+        "accuracy": {"mean": _num(report.accuracy.mean), "se": _num(report.accuracy.se),
+                     "n": report.accuracy.n},
+        "region_accuracy": {"mean": _num(report.region_accuracy.mean),
+                            "se": _num(report.region_accuracy.se), "n": report.region_accuracy.n},
+        "per_volume": {v.volume_id: {"mae": _num(v.mae), "lmse": _num(v.lmse),
+                                     "accuracy": _num(v.accuracy),
+                                     "region_accuracy": _num(v.region_accuracy),
+                                     "n_landmarks": len(v.landmark_scores)}
+                       for v in report.volumes},
+        "per_landmark": [{"landmark": e.name, "n": e.n, "reference": _num(e.reference_score),
+                          "mae": _num(e.mae.mean), "mae_se": _num(e.mae.se),
+                          "bias": _num(e.bias)}
+                         for e in report.per_landmark],
+    }
+
+
+def _evaluate(model: Any, annotations: dict[str, VolumeAnnotation], files: dict[str, Path],
+              published: dict[str, float], cache: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label, keep in (("medium_high", {"high", "medium", "exact", None}), ("low", {"low"})):
+        subset = _only_confidence(annotations, keep)
+        subset = {k: v for k, v in subset.items() if v.landmarks}
+        if not subset:
+            continue
+        published_report = evaluate_model_on(
+            model, subset, files=files, cache_dir=cache, reference=published,
+            landmarks=None,
+        )
+        own_report = evaluate_model_on(model, subset, files=files, cache_dir=cache,
+                                       reference="model", landmarks=None)
+        out[label] = {"vs_published": _summary(published_report),
+                      "vs_own_table": _summary(own_report)}
+    return out
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _markdown(data: dict[str, Any]) -> str:
+    lines = [f"# Accuracy of `{data['model']['name']}` {data['model'].get('version', '')}", "",
+             f"Measured {data['date']} by `benchmarks/accuracy/evaluate_model.py` "
+             f"(bodyscore {data['bodyscore_version']}).", ""]
+    lines += ["## Landmarks and classes", "",
+              "| set | volumes | landmark MAE vs published scale (score units) | "
+              "LMSE vs own table | 5-class accuracy | region accuracy |",
+              "|---|---|---|---|---|---|"]
+    for set_name, block in data["sets"].items():
+        for conf, res in block.get("landmarks", {}).items():
+            pub, own = res["vs_published"], res["vs_own_table"]
+            acc = pub["accuracy"]
+            reg = pub["region_accuracy"]
+            lines.append(
+                f"| {set_name} ({conf.replace('_', '/')} confidence) | {pub['n_volumes']} | "
+                f"{_fmt(pub['mae']['mean'])} ± {_fmt(pub['mae']['se'])} | "
+                f"{_fmt(own['lmse']['mean'])} ± {_fmt(own['lmse']['se'])} | "
+                f"{_fmt(None if acc['mean'] is None else 100 * acc['mean'], 1)} % ± "
+                f"{_fmt(None if acc['se'] is None else 100 * acc['se'], 1)} (n={acc['n']}) | "
+                f"{_fmt(None if reg['mean'] is None else 100 * reg['mean'], 1)} % |"
+            )
+    lines += ["", "## Per volume", "",
+              "| volume | split | tag | expected | slope (score/mm) | increasing | reversed copy "
+              "flagged | flipped-consistent copy: flagged / same scores |",
+              "|---|---|---|---|---|---|---|---|"]
+    for vid, c in sorted(data["volumes"].items()):
+        lines.append(
+            f"| {vid} | {c['split']} | {c['tag']} | {' / '.join(sorted(c['expected_tags']))} "
+            f"{'✓' if c['tag_ok'] else '✗'} | {_fmt(c['observed_slope'], 3)} | "
+            f"{'✓' if c['increasing'] else '✗'} | {'✓' if c['reversed_copy_flagged'] else '✗'} | "
+            f"{'✗ flagged' if c['consistent_flip_flagged'] else 'not flagged'} / "
+            f"{'same' if c['consistent_flip_same_scores'] else 'DIFFERENT'} |"
+        )
+    for set_name, block in data["sets"].items():
+        checks = block.get("checks")
+        if checks:
+            lines += ["", f"**{set_name}**: " + ", ".join(f"{k} {v}" for k, v in checks.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _split_of(manifest: Path | None) -> dict[str, str]:
+    if manifest is None or not manifest.is_file():
+        return {}
+    data = json.loads(manifest.read_text())
+    return {v["volume_id"]: v["split"] for v in data["volumes"]}
+
+
+def _rate(values: list[bool]) -> str:
+    return f"{sum(values)}/{len(values)}" if values else "–"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--manifest", type=Path, help="training manifest.json (train/val split)")
+    parser.add_argument("--synthetic", type=int, default=8, help="held-out synthetic volumes")
+    parser.add_argument("--synthetic-seed", type=int, default=900_000)
+    parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/accuracy"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    model = load_model(args.model)
+    published = {k: v.mean for k, v in InferenceSettings.from_file(PUBLISHED).lookup_table.items()}
+    published["kidneys"] = published["kidney"]
+    split = _split_of(args.manifest)
+    annotations = read_landmarks(CT_DIR / "landmarks.json")
+    files = {vid: CT_DIR / f"{vid}.nii.gz" for vid in annotations}
+    cache = Path(tempfile.mkdtemp(prefix="bodyscore_eval_"))
+    started = time.time()
+
+    volumes: dict[str, Any] = {}
+    for vid, path in sorted(files.items()):
+        log.info("checks on %s", vid)
+        c = _checks(path, model)
+        c["split"] = split.get(vid, "unknown")
+        c["expected_tags"] = sorted(EXPECTED_TAGS.get(vid, set()))
+        c["tag_ok"] = c["tag"] in EXPECTED_TAGS.get(vid, set())
+        volumes[vid] = c
+
+    sets: dict[str, Any] = {}
+    for set_name in ("train", "val"):
+        ids = [v for v in annotations if split.get(v, "train") == set_name]
+        if not ids:
+            continue
+        sub = {v: annotations[v] for v in ids}
+        sets[f"real {set_name}"] = {
+            "landmarks": _evaluate(model, sub, files, published, cache),
+            "checks": _set_checks([volumes[v] for v in ids]),
+        }
+
+    if args.synthetic:
+        from bodyscore.synth import SynthConfig, generate_dataset
+
+        synth_dir = Path(tempfile.mkdtemp(prefix="bodyscore_synth_eval_"))
+        generate_dataset(synth_dir, args.synthetic, seed=args.synthetic_seed,
+                         config=SynthConfig(in_plane_size=128, in_plane_spacing_mm=(2.5, 3.75),
+                                            slice_spacing_mm=(1.0, 5.0), max_slices=300))
+        synth_ann = read_landmarks(synth_dir / "landmarks.json")
+        synth_files = {vid: synth_dir / f"{vid}.nii.gz" for vid in synth_ann}
+        synth_checks = [_checks(p, model) for p in synth_files.values()]
+        sets["synthetic held-out"] = {
+            "landmarks": _evaluate(model, synth_ann, synth_files, published, cache),
+            "checks": _set_checks(synth_checks),
+        }
+
+    data = {
+        "model": dict(model.info),
+        "bodyscore_version": __import__("bodyscore").__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.time() - started, 1),
+        "sets": sets,
+        "volumes": volumes,
+    }
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "accuracy.json").write_text(json.dumps(data, indent=2, allow_nan=False))
+    (args.output / "accuracy.md").write_text(_markdown(data))
+    print(_markdown(data))
+    return 0
+
+
+def _set_checks(checks: list[dict[str, Any]]) -> dict[str, str]:
+    long_enough = [c for c in checks if c["z_extent_mm"] >= 100]
+    return {
+        "increasing": _rate([c["increasing"] for c in checks]),
+        "reversed copies flagged (>= 10 cm)": _rate(
+            [c["reversed_copy_flagged"] for c in long_enough]),
+        "flipped-consistent copies not flagged": _rate(
+            [not c["consistent_flip_flagged"] for c in checks]),
+        "flipped-consistent copies same scores": _rate(
+            [c["consistent_flip_same_scores"] for c in checks]),
+        "tag matches README": _rate([c.get("tag_ok", False) for c in checks if "tag_ok" in c]),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
