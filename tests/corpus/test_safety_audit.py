@@ -19,9 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "bodyscore"
 SECRET = re.compile(r"pass(word|wd)?|token|secret|credential|authori[sz]ation|api_?key|auth",
                     re.IGNORECASE)
 #: torch.load call sites still using weights_only=False, with the reason; each must go.
-KNOWN_UNSAFE_TORCH_LOAD = {
-    "train/trainer.py": "resume of the user's own training checkpoint (optimizer + RNG state)",
-}
+KNOWN_UNSAFE_TORCH_LOAD: dict[str, str] = {}
 
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:

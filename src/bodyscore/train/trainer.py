@@ -380,7 +380,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
 def _resume(run: _Session) -> None:
     import torch
 
-    state = torch.load(run.checkpoint_path, map_location=run.device, weights_only=False)
+    state = torch.load(run.checkpoint_path, map_location=run.device, weights_only=True)
     run.network.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     _set_rng_state(state["rng"])
