@@ -196,6 +196,10 @@ def _is_uniform(z: np.ndarray) -> bool:
     return bool(np.all(np.abs(steps - mean) <= UNIFORM_SPACING_RTOL * mean))
 
 
+#: Below this many σ of z-extent, smoothing replicates the edge values instead of reflecting.
+SHORT_STACK_SIGMAS = 3.0
+
+
 def smooth_scores(
     scores: Sequence[float] | np.ndarray,
     *,
@@ -222,7 +226,10 @@ def smooth_scores(
     * Uniform spacing (every step within 1 % of the mean step dz): exactly bpreg — the valid
       values are compressed (neighbours across a NaN gap become adjacent), filtered with
       ``scipy.ndimage.gaussian_filter1d(sigma=sigma_mm / dz, mode="reflect", truncate=4.0)`` and
-      written back to their positions.
+      written back to their positions. Stacks shorter than ``SHORT_STACK_SIGMAS`` · σ use
+      ``mode="nearest"`` instead (differs from bpreg): with a kernel much longer than the curve,
+      reflection makes a rising curve fall (e.g. [2, 28.5, 55] at 1 mm steps), which would flag
+      a correct thin slab as reversed; edge replication keeps any monotone curve monotone.
     * Non-uniform spacing (differs from bpreg, which assumes the header spacing): each valid
       value becomes the average of the valid values within 4σ, weighted by the Gaussian of
       their physical distance, with weights normalised over those neighbours (so there is no
@@ -236,9 +243,11 @@ def smooth_scores(
     if sigma_mm == 0 or values.size < 2 or np.count_nonzero(valid) < 2:
         return values
     if _is_uniform(z):
-        dz = abs(float(z[-1] - z[0])) / (values.size - 1)
+        extent = abs(float(z[-1] - z[0]))
+        dz = extent / (values.size - 1)
+        mode = "reflect" if extent >= SHORT_STACK_SIGMAS * sigma_mm else "nearest"
         values[valid] = gaussian_filter1d(
-            values[valid], sigma=sigma_mm / dz, mode="reflect", truncate=GAUSSIAN_TRUNCATE
+            values[valid], sigma=sigma_mm / dz, mode=mode, truncate=GAUSSIAN_TRUNCATE
         )
         return values
     zv, sv = z[valid], values[valid]

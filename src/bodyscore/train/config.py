@@ -81,6 +81,11 @@ class TrainConfig:
         Weight α of the distance loss (eq. 5.2).
     anchor_weight : float
         Weight of the landmark anchor loss (0: off).
+    anchor_extrapolate_mm, synthetic_anchor_extrapolate_mm : float
+        How far beyond a volume's outermost landmarks the dense anchor targets extend (real;
+        synthetic, default: the same), mm (:func:`bodyscore.train.data.dense_anchor_targets`).
+    train_only : sequence of str
+        Volume ids or group names always in the training split.
     anchor_targets : mapping of str to float
         Landmark → raw target score for the anchor loss.
     lr_milestones : sequence of (int, float)
@@ -132,6 +137,9 @@ class TrainConfig:
     beta_h: float = 0.01
     alpha: float = 0.0
     anchor_weight: float = 0.0
+    anchor_extrapolate_mm: float = 50.0
+    synthetic_anchor_extrapolate_mm: float | None = None
+    train_only: tuple[str, ...] = ()
     anchor_targets: Mapping[str, float] = field(default_factory=dict)
     lr: float = 1e-4
     lr_milestones: tuple[tuple[int, float], ...] = ()
@@ -193,6 +201,8 @@ class TrainConfig:
                 values[key] = tuple(resolve(p) for p in values[key])
             else:
                 values[key] = resolve(values[key])
+        if "train_only" in values:
+            values["train_only"] = tuple(str(v) for v in values["train_only"] or ())
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(
                 (int(step), float(rate)) for step, rate in values["lr_milestones"] or ()

@@ -296,8 +296,12 @@ def prepare_data(
     groups: Mapping[str, str] | None = None,
     landmark_files: Sequence[str | os.PathLike[str]] = (),
     preprocessing: Any = None,
+    train_only: Sequence[str] = (),
 ) -> Manifest:
     """Preprocess CT volumes into a training cache (module docstring).
+
+    ``train_only`` lists volume ids or group names that always go to the training split
+    (e.g. every real volume of a final model, leaving validation to synthetic volumes).
 
     Parameters
     ----------
@@ -364,9 +368,17 @@ def prepare_data(
     ids = [e.volume_id for e in entries]
     if len(set(ids)) != len(ids):
         raise InputError(f"{out}: duplicate volume ids in the sources; rename the files")
-    splits = assign_splits([e.group for e in entries], seed=seed, val_fraction=val_fraction)
+    forced = set(train_only)
+    free = [e.group for e in entries if e.group not in forced and e.volume_id not in forced]
+    splits = assign_splits(free, seed=seed, val_fraction=val_fraction)
+
+    def split_of(entry: VolumeEntry) -> str:
+        if entry.group in forced or entry.volume_id in forced:
+            return "train"
+        return splits[entry.group]
+
     manifest = Manifest(
-        volumes=tuple(replace(e, split=splits[e.group]) for e in entries), seed=seed,
+        volumes=tuple(replace(e, split=split_of(e)) for e in entries), seed=seed,
         val_fraction=val_fraction, preprocessing=MappingProxyType(config.to_dict()),
     )
     write_manifest(manifest, out)
@@ -441,6 +453,10 @@ def _longest_increasing(points: Sequence[tuple[float, float]]) -> tuple[np.ndarr
     return np.array([p[0] for p in chain]), np.array([p[1] for p in chain])
 
 
+#: Volume ids of :mod:`bodyscore.synth` datasets start with this.
+SYNTHETIC_PREFIX = "synth_"
+
+
 class VolumeSampleDataset:
     """Training items from a cache: m equidistant, augmented slices of one volume.
 
@@ -456,6 +472,9 @@ class VolumeSampleDataset:
         Landmark → raw target score for the anchor loss; every sampled slice gets a dense
         target from :func:`dense_anchor_targets`.
     anchor_slope_per_mm, anchor_extrapolate_mm : float
+    synthetic_anchor_extrapolate_mm : float, optional
+        Extrapolation range for synthetic volumes (ids starting with ``synth_``), whose score is
+        linear in height by construction, so their legs get exact targets too.
         Extrapolation of the anchor targets beyond the outermost landmarks (see
         :func:`dense_anchor_targets`).
 
@@ -471,7 +490,8 @@ class VolumeSampleDataset:
                  augment: Compose | None = None,
                  anchor_targets: Mapping[str, float] | None = None,
                  anchor_slope_per_mm: float = 0.01,
-                 anchor_extrapolate_mm: float = 50.0) -> None:
+                 anchor_extrapolate_mm: float = 50.0,
+                 synthetic_anchor_extrapolate_mm: float | None = None) -> None:
         self.entries = tuple(e for e in entries if e.n_slices >= num_slices)
         dropped = len(entries) - len(self.entries)
         if dropped:
@@ -483,6 +503,10 @@ class VolumeSampleDataset:
         self.anchor_targets = dict(anchor_targets or {})
         self.anchor_slope_per_mm = anchor_slope_per_mm
         self.anchor_extrapolate_mm = anchor_extrapolate_mm
+        self.synthetic_anchor_extrapolate_mm = (
+            anchor_extrapolate_mm if synthetic_anchor_extrapolate_mm is None
+            else synthetic_anchor_extrapolate_mm
+        )
         self._arrays: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -517,7 +541,9 @@ class VolumeSampleDataset:
         target, mask = dense_anchor_targets(
             entry.landmarks, self.anchor_targets, sample.indices,
             z_spacing_mm=entry.z_spacing_mm, slope_per_mm=self.anchor_slope_per_mm,
-            extrapolate_mm=self.anchor_extrapolate_mm,
+            extrapolate_mm=(self.synthetic_anchor_extrapolate_mm
+                            if entry.volume_id.startswith(SYNTHETIC_PREFIX)
+                            else self.anchor_extrapolate_mm),
         )
         return {
             "slices": x, "delta_h_mm": sample.delta_h_mm,

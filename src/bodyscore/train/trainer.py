@@ -225,6 +225,7 @@ def _prepare(config: TrainConfig, cache_dir: Path, dist_info: _Distributed) -> M
         if sources:
             prepare_data(sources, cache_dir, seed=config.seed, val_fraction=config.val_fraction,
                          licence_lookup=config.licences, groups=config.groups,
+                         train_only=config.train_only,
                          landmark_files=[*config.landmark_files, *synth_landmarks])
     dist_info.barrier()
     manifest = load_manifest(cache_dir)
@@ -360,7 +361,11 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
         "num_slices": config.num_slices, "delta_h_range_mm": config.delta_h_range_mm,
     }
     train_set = VolumeSampleDataset(manifest.split("train"), cache_dir, augment=augment,
-                                    anchor_targets=config.anchor_targets, **dataset_args)
+                                    anchor_targets=config.anchor_targets,
+                                    anchor_extrapolate_mm=config.anchor_extrapolate_mm,
+                                    synthetic_anchor_extrapolate_mm=(
+                                        config.synthetic_anchor_extrapolate_mm),
+                                    **dataset_args)
     val_set = VolumeSampleDataset(manifest.split("val"), cache_dir, **dataset_args)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
