@@ -147,13 +147,14 @@ def _unique_stems(jobs: list[_Job]) -> list[_Job]:
 
 
 def _score_one(
-    job: _Job, model: ScoreModel, args: argparse.Namespace
+    path: str, series_uid: str | None, model: ScoreModel, args: argparse.Namespace
 ) -> tuple[ScoreResult, Volume]:
+    """Read one input and score it, with a progress bar on a terminal."""
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
 
-    volume = read_volume(job.path, series_uid=job.series_uid)
-    update, close = _progress_bar(args.progress, input_stem(job.path))
+    volume = read_volume(path, series_uid=series_uid)
+    update, close = _progress_bar(args.progress, input_stem(path))
     try:
         result = predict(
             volume,
@@ -218,7 +219,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             log.info("%s: result exists, skipped", job.path)
             continue
         try:
-            result, volume = _score_one(job, model, args)
+            result, volume = _score_one(job.path, job.series_uid, model, args)
             _write_outputs(result, volume, job, args)
         except MultipleSeriesError as exc:
             listing = "; ".join(f"{uid} ({desc})" for uid, desc in exc.series)
@@ -265,24 +266,12 @@ def _crop_bounds(args: argparse.Namespace, model: ScoreModel) -> Any:
 
 
 def _cmd_crop(args: argparse.Namespace) -> int:
-    from bodyscore.inference import predict
-    from bodyscore.io import read_volume, write_cropped
+    from bodyscore.io import write_cropped
     from bodyscore.usecases import crop
 
     model = _load_model(args)
     bounds = _crop_bounds(args, model)
-    volume = read_volume(args.input, series_uid=args.series)
-    update, close = _progress_bar(args.progress, input_stem(args.input))
-    try:
-        result = predict(
-            volume,
-            model,
-            batch_size=args.batch_size,
-            progress=update,
-            all_slices=args.all_slices,
-        )
-    finally:
-        close()
+    result, _ = _score_one(args.input, args.series, model, args)
     selected = crop.slices_in_bounds(result, bounds)
     if selected is None:
         _eprint(

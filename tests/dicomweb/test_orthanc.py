@@ -113,3 +113,35 @@ def test_half_uploaded_series(orthanc, auth_env, shared_dir, tiny_model_dir, tmp
                  "--model", str(tiny_model_dir)]) == 1
     assert "may still be uploading" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_seg_and_sr_of_the_default_model_round_trip_through_orthanc(
+    orthanc, auth_env, shared_dir, tmp_path
+) -> None:
+    """With a trained model the head series has body regions: the SEG and the SR are stored
+    with STOW-RS, found again with QIDO, and read back with highdicom."""
+    import highdicom as hd
+    import requests
+    from dicomweb_client.api import DICOMwebClient
+
+    import bodyscore
+    from bodyscore.errors import ModelError
+
+    try:
+        bodyscore.load_model("default")
+    except ModelError:
+        pytest.skip("the default model package is not installed")
+    uid = _series_uid(shared_dir)
+    url = f"{orthanc.dicomweb_scheme_root}?series={uid}"
+    out = tmp_path / "out"
+    assert main(["dicom", url, "-o", str(out), "--seg", "--sr", "--stow",
+                 orthanc.dicomweb_scheme_root]) == 0
+    seg = hd.seg.segread(out / f"{uid}_seg.dcm")
+    assert seg.number_of_segments >= 1
+    session = requests.Session()
+    session.auth = (orthanc.user, orthanc.password)
+    client = DICOMwebClient(orthanc.dicomweb_root, session=session)
+    stored = client.search_for_series(search_filters={"Modality": "SEG"})
+    assert [s["0020000E"]["Value"][0] for s in stored] == [seg.SeriesInstanceUID]
+    fetched = client.retrieve_series(seg.StudyInstanceUID, seg.SeriesInstanceUID)
+    assert fetched[0].SOPInstanceUID == seg.SOPInstanceUID

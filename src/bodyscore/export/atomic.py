@@ -18,10 +18,17 @@ from pathlib import Path
 
 from bodyscore.errors import OutputError
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "remove_stale_parts"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "describe_os_error",
+    "remove_stale_parts",
+]
 
 
-def _describe(exc: OSError) -> str:
+def describe_os_error(exc: OSError) -> str:
+    """Short human description of a write failure (disk full, read-only, ...)."""
     if exc.errno == errno.ENOSPC:
         return "no space left on the device"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -46,14 +53,14 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         )
         os.close(fd)
     except OSError as exc:
-        raise OutputError(f"{target}: cannot write output ({_describe(exc)})") from exc
+        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
     tmp = Path(tmp_name)
     try:
         yield tmp
         _fsync(tmp)
         tmp.replace(target)
     except OSError as exc:
-        raise OutputError(f"{target}: cannot write output ({_describe(exc)})") from exc
+        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -10,7 +10,6 @@ the slice axis and whether it was flipped, and returns a canonical
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 
 from bodyscore.errors import BodyscoreError, InputError, OutputError
+from bodyscore.export.atomic import describe_os_error
 from bodyscore.volume import Volume
 
 __all__ = [
@@ -333,16 +333,27 @@ def input_kind(path: Path) -> str:
     )
 
 
+# -- header description -------------------------------------------------------------------------
+def file_meta(fmt: str, source: str, *, stored_dtype: Any, file_shape: Any) -> dict[str, Any]:
+    """``Volume.meta`` of a single-file image (NIfTI, NRRD/MHA): no DICOM attributes."""
+    return {
+        "format": fmt,
+        "modality": None,
+        "series_instance_uid": None,
+        "study_instance_uid": None,
+        "sop_instance_uids": (),
+        "files": (source,),
+        "body_part_examined": None,
+        "manufacturer": None,
+        "patient_position": None,
+        "gantry_tilt_deg": None,
+        "stored_dtype": str(stored_dtype),
+        "file_shape": file_shape,
+    }
+
+
 # -- atomic writing -------------------------------------------------------------------------------
-def describe_os_error(exc: OSError) -> str:
-    """Short human description of a write failure."""
-    if exc.errno == errno.ENOSPC:
-        return "no space left on the device"
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return "permission denied (read-only or not writable)"
-    return exc.strerror or str(exc)
-
-
+# describe_os_error is shared with bodyscore.export.atomic (one wording for write failures)
 def full_suffix(path: Path) -> str:
     """``.nii.gz`` for ``a.nii.gz``, ``.nrrd`` for ``a.nrrd`` (lower case)."""
     name = path.name.lower()

@@ -19,6 +19,7 @@ from bodyscore.errors import InputError
 from bodyscore.io._common import (
     ITK_SUFFIXES,
     check_voxel_count,
+    file_meta,
     guard_reader,
     one_line,
     volume_from_ijk,
@@ -273,18 +274,5 @@ def read_itk(path: str | os.PathLike[str]) -> Volume:
         )
     affine = itk_affine(spacing=spacing, origin=image.GetOrigin(), direction=image.GetDirection())
     data_ijk = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)
-    meta = {
-        "format": _format_name(path),
-        "modality": None,
-        "series_instance_uid": None,
-        "study_instance_uid": None,
-        "sop_instance_uids": (),
-        "files": (source,),
-        "body_part_examined": None,
-        "manufacturer": None,
-        "patient_position": None,
-        "gantry_tilt_deg": None,
-        "stored_dtype": str(data_ijk.dtype),
-        "file_shape": size,
-    }
+    meta = file_meta(_format_name(path), source, stored_dtype=data_ijk.dtype, file_shape=size)
     return volume_from_ijk(data_ijk, affine, source=source, meta=meta, warnings=warnings)

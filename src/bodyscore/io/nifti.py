@@ -26,6 +26,7 @@ from bodyscore.io._common import (
     NIFTI_SUFFIXES,
     atomic_file,
     check_voxel_count,
+    file_meta,
     guard_reader,
     one_line,
     volume_from_ijk,
@@ -195,21 +196,8 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
         _verify_gzip(path)
     slope = float(proxy.slope)
     inter = float(proxy.inter)
-    meta = {
-        "format": "nifti",
-        "modality": None,
-        "series_instance_uid": None,
-        "study_instance_uid": None,
-        "sop_instance_uids": (),
-        "files": (source,),
-        "body_part_examined": None,
-        "manufacturer": None,
-        "patient_position": None,
-        "gantry_tilt_deg": None,
-        "stored_dtype": str(dtype),
-        "file_shape": shape,
-        "description": header["descrip"].tobytes().decode("latin-1").strip("\0 ") or None,
-    }
+    meta = file_meta("nifti", source, stored_dtype=dtype, file_shape=shape)
+    meta["description"] = header["descrip"].tobytes().decode("latin-1").strip("\0 ") or None
     return volume_from_ijk(
         raw, img.affine, source=source, meta=meta, warnings=warnings, hu=(slope, inter)
     )

@@ -1,0 +1,101 @@
+"""The bundled default model on the real CT set: strict JSON, orientation and reversal behaviour,
+DICOM vs NIfTI agreement, and offline use without torch (issues 3 and 4)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bodyscore
+from bodyscore.cli import main
+from bodyscore.errors import ModelError
+from bodyscore.inference import predict_raw_scores
+from bodyscore.result import BPREG_KEYS, ScoreResult
+from bodyscore.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def default_model():  # type: ignore[no-untyped-def]
+    try:
+        return bodyscore.load_model("default")
+    except ModelError:
+        pytest.skip("the default model package is not installed")
+
+
+def _flip_array_only(volume: Volume) -> Volume:
+    """A copy whose slices are stored in reverse while the header keeps the old geometry."""
+    return Volume(
+        array=np.ascontiguousarray(volume.array[::-1]),
+        spacing_mm=volume.spacing_mm,
+        affine=volume.affine,
+        source=f"{volume.source} (reversed)",
+    )
+
+
+def _reject(name: str) -> None:
+    raise ValueError(name)
+
+
+def test_default_model_is_light_and_offline(default_model) -> None:  # type: ignore[no-untyped-def]
+    package = default_model.package
+    assert package.onnx_path is not None
+    size = sum(f.stat().st_size for f in Path(package.path).iterdir() if f.is_file())
+    assert size < 30 * 2**20
+    code = (
+        "import sys, bodyscore\n"
+        "m = bodyscore.load_model()\n"
+        "assert m.info['backend'] == 'onnx', m.info\n"
+        "assert 'torch' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("name", ["lidc0314_chest", "vhm_head", "openkbp_train115_hn",
+                                  "cptac_pda_chest"])
+def test_reversed_copy_is_flagged_and_round_trips(
+    name: str, ct_dir: Path, default_model  # type: ignore[no-untyped-def]
+) -> None:
+    volume = bodyscore.read_volume(ct_dir / f"{name}.nii.gz")
+    forward = bodyscore.predict(volume, default_model)
+    backward = bodyscore.predict(_flip_array_only(volume), default_model)
+    assert forward.reverse_z_ordering is False
+    assert backward.reverse_z_ordering is True
+    assert ScoreResult.from_json(backward.to_json()) == backward
+
+
+def test_every_shared_volume_gives_strict_json(
+    ct_dir: Path, tmp_path: Path, default_model  # type: ignore[no-untyped-def]
+) -> None:
+    inputs = sorted(p for p in ct_dir.glob("*.nii.gz") if "_seg" not in p.name)
+    inputs += sorted(p for p in (ct_dir / "dicom").iterdir() if p.is_dir())
+    out = tmp_path / "out"
+    rc = main(["-q", "predict", *map(str, inputs), "-o", str(out)])
+    assert rc == 0
+    files = sorted(out.glob("*.json"))
+    assert len(files) == len(inputs)
+    for file in files:
+        data = json.loads(file.read_text(), parse_constant=_reject)
+        assert all(key in data for key in BPREG_KEYS), file.name
+
+
+def test_dicom_folder_and_nifti_give_the_same_scores(
+    ct_dir: Path, default_model  # type: ignore[no-untyped-def]
+) -> None:
+    """The feet-first LIDC DICOM series holds every 2nd slice of the NIfTI (README)."""
+    dicom = bodyscore.read_volume(ct_dir / "dicom" / "lidc0314_chest_ffs_derived")
+    nifti = bodyscore.read_volume(ct_dir / "lidc0314_chest.nii.gz")
+    raw_dicom = predict_raw_scores(dicom, default_model).raw
+    raw_nifti = predict_raw_scores(nifti, default_model).raw
+    # match slices by world z
+    z_nifti = nifti.affine[2, 3] + nifti.affine[2, 2] * np.arange(nifti.n_slices)
+    z_dicom = dicom.affine[2, 3] + dicom.affine[2, 2] * np.arange(dicom.n_slices)
+    index = np.searchsorted(z_nifti, z_dicom)
+    assert np.allclose(z_nifti[index], z_dicom, atol=0.01)
+    np.testing.assert_allclose(raw_dicom, raw_nifti[index], atol=1e-4)
