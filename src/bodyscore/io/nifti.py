@@ -12,7 +12,6 @@ decides, NaN voxels are replaced, and 4-D / huge / truncated files give one-line
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import zlib
@@ -88,21 +87,52 @@ def _check_readable(path: Path) -> None:
         pass  # nib.load reports it
 
 
-def _verify_gzip(path: Path) -> None:
-    """Decompress a ``.gz`` file to its end so that its CRC-32 and length trailer are checked.
+def _gunzip_verified(path: Path, *, expected_bytes: int) -> bytearray:
+    """Decompress a ``.nii.gz`` file in one pass, checking its CRC-32 and length trailer.
 
     nibabel stops reading after the image data, so a corrupt trailer (or data that inflates
-    without error but is wrong) would otherwise pass unnoticed. Memory use is one 1 MiB block.
+    without error but is wrong) would pass unnoticed; decompressing once here both checks the
+    whole stream and feeds nibabel (no second pass). Output is capped at ``expected_bytes``
+    (+1 MiB for extensions): a stream inflating to more than its header declares is refused
+    before it can take gigabytes.
     """
+    limit = expected_bytes + _GZIP_BLOCK
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    buffer = bytearray()
     try:
-        with gzip.open(path, "rb") as fobj:
-            while fobj.read(_GZIP_BLOCK):
-                pass
-    except (OSError, EOFError, zlib.error) as exc:
+        with path.open("rb") as fobj:
+            while chunk := fobj.read(_GZIP_BLOCK):
+                data = chunk
+                while data and not inflater.eof:
+                    buffer += inflater.decompress(data, limit + 1 - len(buffer))
+                    if len(buffer) > limit:
+                        raise InputError(
+                            f"{path}: the gzip stream holds more data than the header declares "
+                            f"({expected_bytes} bytes); the file is damaged"
+                        )
+                    data = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+    except (OSError, zlib.error) as exc:
         raise InputError(
             f"{path}: the gzip stream is corrupt ({one_line(exc)}); the file is damaged, "
             "download or export it again"
         ) from exc
+    if not inflater.eof:
+        raise InputError(
+            f"{path}: the gzip stream ends early; the file is truncated or damaged, "
+            "download or export it again"
+        )
+    return buffer
+
+
+def _from_verified_gzip(img: Any, path: Path, expected_bytes: int) -> Any:
+    """The same image, re-read from the one-pass, CRC-checked decompression of its file."""
+    buffer = _gunzip_verified(path, expected_bytes=expected_bytes)
+    try:
+        return type(img).from_bytes(buffer)
+    except _load_errors() as exc:
+        raise InputError(f"{path}: the file is truncated or damaged ({one_line(exc)})") from exc
 
 
 def _spatial_shape(shape: tuple[int, ...], source: str) -> tuple[tuple[int, int, int], list[str]]:
@@ -185,6 +215,8 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
             f"{source}: voxel spacing (pixdim) {tuple(float(p) for p in spatial_pixdim)} has "
             "zero or NaN values; fix the header"
         )
+    if path.name.lower().endswith(".gz"):
+        img = _from_verified_gzip(img, path, int(header.get_data_offset()) + n_vox * dtype.itemsize)
     proxy: Any = img.dataobj
     try:
         raw = np.asanyarray(proxy.get_unscaled()).reshape(shape3)
@@ -192,8 +224,6 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
         raise InputError(
             f"{source}: cannot read the voxel data ({one_line(exc)}); the file is damaged"
         ) from exc
-    if path.name.lower().endswith(".gz"):
-        _verify_gzip(path)
     slope = float(proxy.slope)
     inter = float(proxy.inter)
     meta = file_meta("nifti", source, stored_dtype=dtype, file_shape=shape)
