@@ -157,7 +157,8 @@ def test_edge_cases(public_settings: InferenceSettings) -> None:
     )
     # σ = 10 mm = 4 slices smooths two slices almost to their mean (as bpreg does)
     assert two.observed_slope is not None
-    assert 0 < two.observed_slope < 1e-3
+    # smoothing a 2.5 mm stack with σ = 10 mm (edge replication) flattens but keeps the rise
+    assert 0 < two.observed_slope < 0.3 / 2.5
 
     empty = np.ones(5, bool)
     none = assemble_result(

@@ -3,7 +3,8 @@
     python benchmarks/accuracy/write_model_card.py --package src/bodyscore/models/default \
         --final benchmarks/accuracy/default/accuracy.json \
         --heldout benchmarks/accuracy/heldout/accuracy.json \
-        --log src/bodyscore/models/default/training-log.csv
+        --log src/bodyscore/models/default/training-log.csv \
+        --manifest runs/final/cache/manifest.json
 
 Every number in the card comes from those files (``evaluate_model.py`` output) or from the
 package itself; the prose around them is fixed.
@@ -94,6 +95,8 @@ def main() -> int:
     parser.add_argument("--final", type=Path, required=True)
     parser.add_argument("--heldout", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, required=True,
+                        help="the final run's cache manifest.json")
     args = parser.parse_args()
     final = json.loads(args.final.read_text())
     heldout = json.loads(args.heldout.read_text())
@@ -101,11 +104,19 @@ def main() -> int:
     settings = json.loads((args.package / "inference-settings.json").read_text())
     size_mb = sum(f.stat().st_size for f in args.package.iterdir() if f.is_file()) / 2**20
     knots = settings.get("bodyscore", {}).get("calibration", [])
+    volumes = json.loads(args.manifest.read_text())["volumes"]
+    real = [v for v in volumes if not v["volume_id"].startswith("synth_")]
+    synth = [v for v in volumes if v["volume_id"].startswith("synth_")]
     text = TEMPLATE.format(
         version=config.get("model_version", "?"),
         size_mb=size_mb,
         params=config.get("parameters", "≈0.6 M"),
         training=_log_summary(args.log),
+        n_real=len(real),
+        real_slices=sum(v["shape"][0] for v in real),
+        n_synth=len(synth),
+        synth_slices=sum(v["shape"][0] for v in synth),
+        n_synth_val=sum(v["split"] == "val" for v in synth),
         n_knots=len(knots),
         slope_mean=settings["slope_mean"],
         t_min=settings["lower_quantile_tangential_slope"],
@@ -142,9 +153,10 @@ Use it to try bodyscore and for head/neck/chest; for production use, load bpreg'
 
 ## Training
 
-- Data: all 20 real volumes of the project's development set (2,431 slices; list and licences
-  below) and 40 synthetic whole-body or partial volumes from `bodyscore.synth` (9,052 slices,
-  exact landmarks). Validation: 8 synthetic volumes (seeded group split).
+- Data: all {n_real} real volumes of the project's development set ({real_slices} slices; list
+  and licences below) and {n_synth} synthetic whole-body or partial volumes from `bodyscore.synth`
+  ({synth_slices} slices, exact landmarks). Validation: {n_synth_val} of the synthetic volumes
+  (seeded group split); they are not trained on.
 - Preprocessing: thesis sec. 4.1.1 (HU clip [-1000, 1500] → [-1, 1], 3.5 mm in-plane with
   Gaussian anti-aliasing, 128 × 128), identical to bpreg's.
 - Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); batch 8 volumes.

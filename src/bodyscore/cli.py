@@ -363,7 +363,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--all-slices",
         action="store_true",
-        help="run the network on every slice (default: slices at most 2.5 mm apart, the rest "
+        help="run the network on every slice (default: slices at most 1.5 mm apart, the rest "
         "interpolated before the 10 mm smoothing; all-air slices skipped)",
     )
 

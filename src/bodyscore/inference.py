@@ -143,7 +143,7 @@ def predict(
     progress : callable, optional
         ``progress(done, total)`` after each batch.
     all_slices : bool
-        Run the network on every slice. By default slices closer than 2.5 mm are partly
+        Run the network on every slice. By default slices closer than 1.5 mm are partly
         interpolated (:func:`bodyscore.fast.predict_raw_scores_fast`; lossless in practice
         after the σ = 10 mm smoothing) and all-air slices get s0 without the network.
 

@@ -85,7 +85,7 @@ class ModelEntry:
 DEFAULT = ModelEntry(
     name="default",
     description="bodyscore's bundled model (installed with the package)",
-    licence="see the model card",
+    licence="CC BY-SA 4.0",
 )
 
 BPREG_PUBLIC = ModelEntry(
