@@ -210,3 +210,16 @@ def test_models_list(capsys: pytest.CaptureFixture[str]) -> None:
 def test_models_info_of_a_folder(tiny_model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "info", str(tiny_model_dir)]) == 0
     assert "expected slope" in capsys.readouterr().out
+
+
+def test_outputs_get_normal_file_permissions(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import os
+
+    ct = write_small_ct(tmp_path / "ct.nii.gz", n_slices=4)
+    out = tmp_path / "out"
+    old = os.umask(0o022)
+    try:
+        assert main(["-q", "predict", str(ct), "-o", str(out), "--model", str(tiny_model_dir)]) == 0
+    finally:
+        os.umask(old)
+    assert (out / "ct.json").stat().st_mode & 0o777 == 0o644

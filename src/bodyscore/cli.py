@@ -485,6 +485,12 @@ def _add_training(sub: Any) -> None:
         default=None,
         help="folders holding the annotated volumes (default: beside each FILE)",
     )
+    p.add_argument(
+        "--published",
+        metavar="SETTINGS",
+        help="a published inference-settings.json: calibrate piecewise-linearly to its score "
+        "scale (e.g. bpreg's public model)",
+    )
     p.set_defaults(func=_cmd_calibrate)
 
 

@@ -19,12 +19,20 @@ from pathlib import Path
 from bodyscore.errors import OutputError
 
 __all__ = [
+    "apply_umask",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_text",
     "describe_os_error",
     "remove_stale_parts",
 ]
+
+
+def apply_umask(path: Path) -> None:
+    """Give a ``mkstemp`` file (always 0600) the permissions a plain ``open`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    path.chmod(0o666 & ~mask)
 
 
 def describe_os_error(exc: OSError) -> str:
@@ -52,6 +60,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
             prefix=f".{target.name}.", suffix=".part", dir=target.parent
         )
         os.close(fd)
+        apply_umask(Path(tmp_name))
     except OSError as exc:
         raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
     tmp = Path(tmp_name)

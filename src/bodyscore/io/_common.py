@@ -21,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 
 from bodyscore.errors import BodyscoreError, InputError, OutputError
-from bodyscore.export.atomic import describe_os_error
+from bodyscore.export.atomic import apply_umask, describe_os_error
 from bodyscore.volume import Volume
 
 __all__ = [
@@ -377,6 +377,7 @@ def atomic_file(target: Path) -> Iterator[Path]:
             prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
         )
         os.close(fd)
+        apply_umask(Path(name))
     except OSError as exc:
         raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
     tmp = Path(name)
