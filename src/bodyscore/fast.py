@@ -8,7 +8,7 @@ the cleaned scores by a fraction of a score unit, while a 0.8 mm volume needs a 
 network evaluations and preprocessed slices (``benchmarks/fast_accuracy.py`` measures it).
 
 Differs from bpreg, which scores every slice. :func:`bodyscore.inference.predict_raw_scores`
-still does (the CLI's ``--all-slices``).
+still does (without the CLI's ``--fast``).
 """
 
 from __future__ import annotations

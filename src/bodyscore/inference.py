@@ -125,7 +125,7 @@ def predict(
     series_uid: str | None = None,
     batch_size: int = 64,
     progress: ProgressCallback | None = None,
-    all_slices: bool = False,
+    fast: bool = False,
 ) -> ScoreResult:
     """Score every slice of a CT and derive body part, tag and sanity checks.
 
@@ -142,10 +142,12 @@ def predict(
         Slices per inference batch.
     progress : callable, optional
         ``progress(done, total)`` after each batch.
-    all_slices : bool
-        Run the network on every slice. By default slices closer than 1.5 mm are partly
-        interpolated (:func:`bodyscore.fast.predict_raw_scores_fast`; lossless in practice
-        after the σ = 10 mm smoothing) and all-air slices get s0 without the network.
+    fast : bool
+        Skip all-air slices and interpolate slices closer than 1.5 mm
+        (:func:`bodyscore.fast.predict_raw_scores_fast`; within 0.5 score units of scoring
+        every slice). Off by default: with the light default model, scoring every slice was
+        measured faster (``benchmarks/RESULTS.md``); it pays off with the heavy VGG16 of bpreg
+        folders.
 
     Returns
     -------
@@ -168,14 +170,14 @@ def predict(
         volume = read_volume(source, series_uid=series_uid)
     if not isinstance(model, ScoreModel):
         model = load_model("default" if model is None else model)
-    if all_slices:
-        raw_scores = predict_raw_scores(volume, model, batch_size=batch_size, progress=progress)
-    else:
+    if fast:
         from bodyscore.fast import predict_raw_scores_fast
 
         raw_scores = predict_raw_scores_fast(
             volume, model, batch_size=batch_size, progress=progress
         )
+    else:
+        raw_scores = predict_raw_scores(volume, model, batch_size=batch_size, progress=progress)
     return assemble_result(
         raw_scores=raw_scores, volume=volume, settings=model.settings, model_info=model.info
     )
