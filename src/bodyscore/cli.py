@@ -494,7 +494,7 @@ def _add_training(sub: Any) -> None:
     p.set_defaults(func=_cmd_calibrate)
 
 
-#: Further sub-commands, one module each under ``bodyscore/commands/``. Each module defines
+#: Further sub-commands, one module each under ``bodyscore/cli_commands/``. Each module defines
 #: ``register(subparsers) -> None`` (adds its parser and sets ``func``) and must import nothing
 #: heavy at module level; its handlers may print (they are part of the CLI layer).
 _COMMAND_MODULES: tuple[str, ...] = ("evaluate", "idc", "cohort", "report", "dicomweb")
@@ -504,7 +504,7 @@ def _register_command_modules(sub: Any) -> None:
     import importlib
 
     for name in _COMMAND_MODULES:
-        module_name = f"bodyscore.commands.{name}"
+        module_name = f"bodyscore.cli_commands.{name}"
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
