@@ -45,8 +45,12 @@ def describe_os_error(exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str], *, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto ``target`` on success.
+
+    ``suffix`` ends the temporary name (e.g. ``".nii.gz"``) for writers that pick the format
+    from the file name (nibabel, SimpleITK). The data are flushed to disk before the rename,
+    and temporary files a killed run left behind are removed afterwards.
 
     Raises
     ------
@@ -57,7 +61,7 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".part", dir=target.parent
+            prefix=f".{target.name}.", suffix=f".part{suffix}", dir=target.parent
         )
         os.close(fd)
         apply_umask(Path(tmp_name))
@@ -86,13 +90,14 @@ def _fsync(path: Path) -> None:
 
 
 def remove_stale_parts(target: str | os.PathLike[str]) -> list[Path]:
-    """Delete temporary files (``.<target name>.*.part``) left beside ``target`` by a killed run.
+    """Delete temporary files (``.<target name>.*.part[suffix]``) a killed run left beside
+    ``target``.
 
     Called after each successful atomic write; returns the files removed.
     """
     target = Path(target)
     removed = []
-    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part"):
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part*"):
         with contextlib.suppress(OSError):
             stale.unlink()
             removed.append(stale)

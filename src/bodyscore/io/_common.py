@@ -21,7 +21,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import numpy as np
 
 from bodyscore.errors import BodyscoreError, InputError, OutputError
-from bodyscore.export.atomic import apply_umask, describe_os_error
+from bodyscore.export.atomic import atomic_path, describe_os_error
 from bodyscore.volume import Volume
 
 __all__ = [
@@ -363,32 +363,11 @@ def full_suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
-@contextlib.contextmanager
-def atomic_file(target: Path) -> Iterator[Path]:
-    """Yield a temporary path with the target's suffix beside it; rename onto target on success.
-
-    The suffix is kept so that format-by-extension writers (nibabel, SimpleITK) pick the right
-    format. On any failure the temporary file is removed and :class:`OutputError` is raised for
-    OS errors.
-    """
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
-        )
-        os.close(fd)
-        apply_umask(Path(name))
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
-    tmp = Path(name)
-    try:
-        yield tmp
-        tmp.replace(target)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write output ({describe_os_error(exc)})") from exc
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+def atomic_file(target: Path) -> contextlib.AbstractContextManager[Path]:
+    """Atomic write of ``target`` through a temporary file that keeps the target's suffix, so
+    that format-by-extension writers (nibabel, SimpleITK) pick the right format
+    (:func:`bodyscore.export.atomic.atomic_path`)."""
+    return atomic_path(target, suffix=full_suffix(target))
 
 
 @contextlib.contextmanager
