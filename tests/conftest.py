@@ -35,3 +35,13 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from helpers.tiny_model import make_tiny_package
 
     return make_tiny_package(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def public_settings(shared_dir: Path):  # type: ignore[no-untyped-def]
+    """Inference settings of bpreg's public model (the published score scale)."""
+    from bodyscore.settings import InferenceSettings
+
+    return InferenceSettings.from_file(
+        shared_dir / "data" / "bpreg-public-model" / "inference-settings.json"
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,27 +13,13 @@ from hypothesis.extra.numpy import arrays
 
 from bodyscore.assemble import assemble_result
 from bodyscore.errors import InputError
+from bodyscore.inference import RawScores
 from bodyscore.postprocess import clean_scores, inverse_transform_scores
 from bodyscore.result import BPREG_KEYS, ScoreResult
 from bodyscore.settings import InferenceSettings
 from bodyscore.volume import Volume
 
 MODEL = {"name": "public-model", "version": "1.1.0", "sha256": None}
-
-
-@dataclass(frozen=True)
-class Raw:
-    raw: np.ndarray
-    empty: np.ndarray
-
-
-@pytest.fixture(scope="module")
-def public_settings() -> InferenceSettings:
-    shared = Path(__file__).resolve().parents[1].parent / "shared"
-    path = shared / "data/bpreg-public-model/inference-settings.json"
-    if not path.is_file():
-        pytest.skip(f"shared data not found: {path}")
-    return InferenceSettings.from_file(path)
 
 
 def _volume(n: int, dz: float = 2.5, order: np.ndarray | None = None, **meta: object) -> Volume:
@@ -51,9 +35,11 @@ def _volume(n: int, dz: float = 2.5, order: np.ndarray | None = None, **meta: ob
     )
 
 
-def _raw(scores: np.ndarray, settings_: InferenceSettings, empty: np.ndarray | None = None) -> Raw:
+def _raw(
+    scores: np.ndarray, settings_: InferenceSettings, empty: np.ndarray | None = None
+) -> RawScores:
     raw = inverse_transform_scores(scores, settings=settings_)
-    return Raw(raw, np.zeros(raw.size, bool) if empty is None else empty)
+    return RawScores(raw, np.zeros(raw.size, bool) if empty is None else empty)
 
 
 def test_whole_body_result(public_settings: InferenceSettings) -> None:
@@ -207,7 +193,7 @@ def test_permuted_slice_order_permutes_lists(
     raw = data.draw(arrays(np.float64, n, elements=st.floats(-6, 8)))
     empty = data.draw(arrays(np.bool_, n))
     order = np.asarray(data.draw(st.permutations(range(n))), dtype=np.int64)
-    scores = Raw(raw, empty)
+    scores = RawScores(raw, empty)
     base = assemble_result(
         raw_scores=scores, volume=_volume(n), settings=public_settings, model_info=MODEL
     )
@@ -246,13 +232,13 @@ def test_monotone_curves_flag_and_reversal(
     n = rising.size
     no_empty = np.zeros(n, bool)
     forward = assemble_result(
-        raw_scores=Raw(rising, no_empty),
+        raw_scores=RawScores(rising, no_empty),
         volume=_volume(n),
         settings=public_settings,
         model_info=MODEL,
     )
     backward = assemble_result(
-        raw_scores=Raw(rising[::-1].copy(), no_empty),
+        raw_scores=RawScores(rising[::-1].copy(), no_empty),
         volume=_volume(n),
         settings=public_settings,
         model_info=MODEL,

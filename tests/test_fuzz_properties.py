@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from bodyscore.assemble import assemble_result
+from bodyscore.inference import RawScores
 from bodyscore.postprocess import inverse_transform_scores
 from bodyscore.result import ScoreResult
 from bodyscore.settings import InferenceSettings
@@ -27,23 +26,6 @@ from bodyscore.volume import Volume
 MODEL = {"name": "fuzz", "version": "0", "sha256": None}
 MIN_EXTENT_MM = 40.0
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@dataclass(frozen=True)
-class Raw:
-    raw: np.ndarray
-    empty: np.ndarray
-
-
-@pytest.fixture(scope="module")
-def public_settings() -> InferenceSettings:
-    path = (
-        Path(__file__).resolve().parents[1].parent
-        / "shared/data/bpreg-public-model/inference-settings.json"
-    )
-    if not path.is_file():
-        pytest.skip(f"shared data not found: {path}")
-    return InferenceSettings.from_file(path)
 
 
 def _volume(z_mm: np.ndarray, *, head_first: bool = False) -> Volume:
@@ -91,7 +73,7 @@ def test_any_curve_gives_a_valid_result(
 ) -> None:
     raw, empty, z = case
     result = assemble_result(
-        raw_scores=Raw(raw, empty),
+        raw_scores=RawScores(raw, empty),
         volume=_volume(z, head_first=head_first),
         settings=public_settings,
         model_info=MODEL,
@@ -141,10 +123,13 @@ def test_monotone_curve_never_flags_and_reversal_flips(
     no_empty = np.zeros(raw.size, bool)
     volume = _volume(z, head_first=head_first)
     forward = assemble_result(
-        raw_scores=Raw(raw, no_empty), volume=volume, settings=public_settings, model_info=MODEL
+        raw_scores=RawScores(raw, no_empty),
+        volume=volume,
+        settings=public_settings,
+        model_info=MODEL,
     )
     backward = assemble_result(
-        raw_scores=Raw(raw[::-1].copy(), no_empty),
+        raw_scores=RawScores(raw[::-1].copy(), no_empty),
         volume=volume,
         settings=public_settings,
         model_info=MODEL,
@@ -166,7 +151,9 @@ def test_head_first_file_gives_the_same_result_in_its_own_order(
     public_settings: InferenceSettings, case: tuple[np.ndarray, np.ndarray]
 ) -> None:
     scores, z = case
-    raw = Raw(inverse_transform_scores(scores, settings=public_settings), np.zeros(z.size, bool))
+    raw = RawScores(
+        inverse_transform_scores(scores, settings=public_settings), np.zeros(z.size, bool)
+    )
     feet = assemble_result(
         raw_scores=raw, volume=_volume(z), settings=public_settings, model_info=MODEL
     )
@@ -187,7 +174,7 @@ def test_tiny_extent_smoothing_keeps_a_monotone_curve_rising(
 ) -> None:
     raw = inverse_transform_scores(np.array([2.0, 28.5, 55.0]), settings=public_settings)
     result = assemble_result(
-        raw_scores=Raw(raw, np.zeros(3, bool)),
+        raw_scores=RawScores(raw, np.zeros(3, bool)),
         volume=_volume(np.array([0.0, 1.0, 2.0])),
         settings=public_settings,
         model_info=MODEL,

@@ -28,15 +28,6 @@ from bodyscore.settings import InferenceSettings
 SETTINGS_FILE = Path("data/bpreg-public-model/inference-settings.json")
 
 
-@pytest.fixture(scope="module")
-def public_settings() -> InferenceSettings:
-    shared = Path(__file__).resolve().parents[1].parent / "shared"
-    path = shared / SETTINGS_FILE
-    if not path.is_file():
-        pytest.skip(f"shared data not found: {path}")
-    return InferenceSettings.from_file(path)
-
-
 def _knotted(settings: InferenceSettings) -> InferenceSettings:
     return dataclasses.replace(settings, calibration=((-3.0, -10.0), (0.0, 40.0), (5.0, 100.0)))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,15 +20,6 @@ from bodyscore.usecases.crop import (
     bounds_from_scores,
     slices_in_bounds,
 )
-
-
-@pytest.fixture(scope="module")
-def public_settings() -> InferenceSettings:
-    shared = Path(__file__).resolve().parents[2].parent / "shared"
-    path = shared / "data/bpreg-public-model/inference-settings.json"
-    if not path.is_file():
-        pytest.skip(f"shared data not found: {path}")
-    return InferenceSettings.from_file(path)
 
 
 def _result(cleaned: list[float]) -> ScoreResult:
