@@ -323,10 +323,13 @@ def calibrate_model(
 ) -> InferenceSettings:
     """Score every slice of every cached volume and calibrate (module docstring).
 
-    All manifest volumes (train and val: bpreg's ``train_val`` table) are used.
+    The train and val volumes of the manifest are used (bpreg's ``train_val`` table); the
+    held-out ``"test"`` split never is.
     """
     curves = []
     for entry in manifest.volumes:
+        if entry.split == "test":
+            continue
         array = np.load(Path(cache_dir) / entry.file, mmap_mode="r")
         raw = score_slices(model, array, batch_size=batch_size, device=device)
         empty = np.all(np.asarray(array, dtype=np.float32).reshape(len(array), -1) <= -0.999,

@@ -86,6 +86,15 @@ class TrainConfig:
         synthetic, default: the same), mm (:func:`bodyscore.train.data.dense_anchor_targets`).
     train_only : sequence of str
         Volume ids or group names always in the training split.
+    holdout : sequence of str
+        Volume ids or group names put in the ``"test"`` split: never trained on, validated on
+        or calibrated on (cross-validation folds, ``benchmarks/accuracy/cross_validate.py``).
+    region_weight : float
+        Weight of the coarse-region interval loss (0: off): slices labelled with a coarse region
+        in the landmark files (legs, pelvis, …) are pulled into that region's raw score interval
+        (:func:`bodyscore.train.losses.region_interval_loss`).
+    region_bounds : mapping of str to (float or None, float or None)
+        Region label → raw score interval (None: unbounded on that side).
     anchor_targets : mapping of str to float
         Landmark → raw target score for the anchor loss.
     lr_milestones : sequence of (int, float)
@@ -116,6 +125,9 @@ class TrainConfig:
         calibration to its transformed scale is stored (``calibrate.py``).
     export_onnx : bool
         Also write ``model.onnx`` into the package.
+    preprocessing : mapping
+        :class:`bodyscore.preprocess.PreprocessingConfig` overrides (e.g. ``size: 64`` with
+        ``target_spacing_mm: 7.0`` for the input-resolution ablation); empty: bpreg's values.
     """
 
     name: str = "bodyscore-model"
@@ -140,6 +152,9 @@ class TrainConfig:
     anchor_extrapolate_mm: float = 50.0
     synthetic_anchor_extrapolate_mm: float | None = None
     train_only: tuple[str, ...] = ()
+    holdout: tuple[str, ...] = ()
+    region_weight: float = 0.0
+    region_bounds: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
     anchor_targets: Mapping[str, float] = field(default_factory=dict)
     lr: float = 1e-4
     lr_milestones: tuple[tuple[int, float], ...] = ()
@@ -156,6 +171,7 @@ class TrainConfig:
     calibrate: bool = True
     published_settings: str | None = None
     export_onnx: bool = True
+    preprocessing: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = []
@@ -172,6 +188,12 @@ class TrainConfig:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             problems.append("max_steps, checkpoint_every and log_every must be >= 1")
+        overlap = set(self.train_only) & set(self.holdout)
+        if overlap:
+            problems.append(f"volumes both in train_only and holdout: {sorted(overlap)}")
+        for name, bounds in self.region_bounds.items():
+            if len(bounds) != 2 or None not in bounds and bounds[0] > bounds[1]:  # type: ignore[operator]
+                problems.append(f"region_bounds[{name!r}] must be [low, high] with low <= high")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if problems:
@@ -201,8 +223,14 @@ class TrainConfig:
                 values[key] = tuple(resolve(p) for p in values[key])
             else:
                 values[key] = resolve(values[key])
-        if "train_only" in values:
-            values["train_only"] = tuple(str(v) for v in values["train_only"] or ())
+        for key in ("train_only", "holdout"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key] or ())
+        if "region_bounds" in values:
+            values["region_bounds"] = {
+                str(name): tuple(None if b is None else float(b) for b in bounds)
+                for name, bounds in (values["region_bounds"] or {}).items()
+            }
         if "lr_milestones" in values:
             values["lr_milestones"] = tuple(
                 (int(step), float(rate)) for step, rate in values["lr_milestones"] or ()

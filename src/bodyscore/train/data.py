@@ -82,7 +82,8 @@ class VolumeEntry:
         Position of each cached slice along the slice normal, mm, increasing.
     licence : str
     split : str
-        ``"train"`` or ``"val"``.
+        ``"train"``, ``"val"`` or ``"test"`` (held out: never trained, validated or
+        calibrated on).
     group : str
         Patient/body group used for the split.
     landmarks : mapping of str to float
@@ -297,11 +298,14 @@ def prepare_data(
     landmark_files: Sequence[str | os.PathLike[str]] = (),
     preprocessing: Any = None,
     train_only: Sequence[str] = (),
+    holdout: Sequence[str] = (),
 ) -> Manifest:
     """Preprocess CT volumes into a training cache (module docstring).
 
     ``train_only`` lists volume ids or group names that always go to the training split
-    (e.g. every real volume of a final model, leaving validation to synthetic volumes).
+    (e.g. every real volume of a final model, leaving validation to synthetic volumes);
+    ``holdout`` lists those that go to the ``"test"`` split, which training, validation and
+    calibration never see (the held-out fold of a cross-validation).
 
     Parameters
     ----------
@@ -334,9 +338,12 @@ def prepare_data(
     for landmark_file in landmark_files:
         annotations.update(read_landmarks(Path(landmark_file)))
     try:
-        previous = {v.source: v for v in load_manifest(out).volumes}
+        old_manifest = load_manifest(out)
     except InputError:
-        previous = {}
+        old_manifest = None
+    previous = ({v.source: v for v in old_manifest.volumes}
+                if old_manifest is not None
+                and dict(old_manifest.preprocessing) == config.to_dict() else {})
     groups = dict(groups or {})
     entries = []
     for source in sources:
@@ -368,12 +375,14 @@ def prepare_data(
     ids = [e.volume_id for e in entries]
     if len(set(ids)) != len(ids):
         raise InputError(f"{out}: duplicate volume ids in the sources; rename the files")
-    forced = set(train_only)
-    free = [e.group for e in entries if e.group not in forced and e.volume_id not in forced]
+    forced, held = set(train_only), set(holdout)
+    free = [e.group for e in entries if not {e.group, e.volume_id} & (forced | held)]
     splits = assign_splits(free, seed=seed, val_fraction=val_fraction)
 
     def split_of(entry: VolumeEntry) -> str:
-        if entry.group in forced or entry.volume_id in forced:
+        if {entry.group, entry.volume_id} & held:
+            return "test"
+        if {entry.group, entry.volume_id} & forced:
             return "train"
         return splits[entry.group]
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from bodyscore.errors import InputError, ModelError
 from bodyscore.export.atomic import atomic_path, atomic_write_text
+from bodyscore.preprocess import PreprocessingConfig
 from bodyscore.settings import InferenceSettings
 from bodyscore.train.augment import build_augmentations
 from bodyscore.train.calibrate import score_slices
@@ -225,7 +226,8 @@ def _prepare(config: TrainConfig, cache_dir: Path, dist_info: _Distributed) -> M
         if sources:
             prepare_data(sources, cache_dir, seed=config.seed, val_fraction=config.val_fraction,
                          licence_lookup=config.licences, groups=config.groups,
-                         train_only=config.train_only,
+                         train_only=config.train_only, holdout=config.holdout,
+                         preprocessing=PreprocessingConfig.from_dict(config.preprocessing),
                          landmark_files=[*config.landmark_files, *synth_landmarks])
     dist_info.barrier()
     manifest = load_manifest(cache_dir)
