@@ -133,3 +133,43 @@ def test_score_slices_and_s0_with_a_torch_model():
     slices = np.stack([np.full((8, 8), v, np.float32) for v in (-1.0, 0.0, 0.5)])
     np.testing.assert_allclose(score_slices(MeanNet(), slices, batch_size=2), [-3.0, 0.0, 1.5])
     assert empty_slice_score(MeanNet(), size=8) == pytest.approx(-3.0)
+
+
+def test_calibration_knots_keep_the_evaluation_landmark_where_two_conflict():
+    # teeth (not an evaluation landmark) and C1 (one) are out of order in our raw means: the
+    # chain keeps C1, so the look-up table puts C1 on its published mean
+    ours = {"pelvis_start": 0.0, "teeth": 7.5, "C1": 7.3, "eyes_end": 8.4}
+    published = {"pelvis_start": 0.0, "teeth": 86.9, "C1": 89.2, "eyes_end": 100.0}
+    knots = calibration_knots(ours, published)
+    assert knots == ((0.0, 0.0), (7.3, 89.2), (8.4, 100.0))
+    # without the preference a longer chain through teeth and nose beats C1 …
+    crowded_ours, crowded_published = {**ours, "nose": 7.6}, {**published, "nose": 92.5}
+    assert (7.3, 89.2) not in calibration_knots(crowded_ours, crowded_published, preferred=())
+    # … with it, C1 (weight 2) ties the two-landmark detour and the evaluation landmark stays
+    assert (7.3, 89.2) in calibration_knots(crowded_ours, crowded_published)
+
+
+def test_calibrate_model_never_uses_the_held_out_split(tmp_path):
+    from bodyscore.train.data import Manifest, cache_volume
+
+    class MeanNet(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3)).reshape(-1, 1) * 10.0
+
+    ramp = np.linspace(-0.9, 0.9, 40, dtype=np.float32)[:, None, None] * np.ones((1, 8, 8))
+    train = cache_volume(tmp_path, "train_vol", ramp, spacing_mm=(5.0, 1.0, 1.0),
+                         landmarks={"pelvis_start": 5.0, "eyes_end": 35.0})
+    # the held-out volume's annotation is absurd: were it used, pelvis_start's mean would move
+    held = cache_volume(tmp_path, "held_vol", ramp, spacing_mm=(5.0, 1.0, 1.0),
+                        landmarks={"pelvis_start": 30.0, "eyes_end": 35.0})
+    from dataclasses import replace
+
+    from bodyscore.train.calibrate import calibrate_model
+
+    both = Manifest(volumes=(train, replace(held, split="test")))
+    only_train = Manifest(volumes=(train,))
+    got = calibrate_model(MeanNet(), both, tmp_path)
+    expected = calibrate_model(MeanNet(), only_train, tmp_path)
+    assert got.lookup_table_original == expected.lookup_table_original
+    assert got.lookup_table_original["pelvis_start"].mean == pytest.approx(
+        10.0 * float(ramp[5].mean()), abs=1e-2)

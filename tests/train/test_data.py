@@ -14,11 +14,14 @@ from bodyscore.errors import InputError
 from bodyscore.train.augment import build_augmentations
 from bodyscore.train.config import BPREG_TRANSFORM_PARAMS
 from bodyscore.train.data import (
+    VolumeEntry,
     VolumeSampleDataset,
     assign_splits,
     cache_volume,
+    canonical_region_ranges,
     load_manifest,
     prepare_data,
+    region_bounds_of,
 )
 
 
@@ -85,10 +88,15 @@ def test_prepare_data_cache_manifest_groups_landmarks(tmp_path: Path):
     stamp = (out / chest.file).stat().st_mtime_ns
     again = prepare_data(sources, out, seed=1, val_fraction=0.4,
                          groups={"head": "body1", "legs": "body1"},
-                         licence_lookup={"chest": "CC BY 3.0"})
+                         licence_lookup={"chest": "CC BY 3.0"},
+                         landmark_files=[src / "landmarks.json"])
     assert (out / chest.file).stat().st_mtime_ns == stamp
     assert [v.split for v in again.volumes] == [v.split for v in manifest.volumes]
     assert not list(out.glob("*.part"))
+    # a changed annotation refreshes the entry instead of keeping stale landmarks
+    without = prepare_data(sources, out, seed=1, val_fraction=0.4,
+                           groups={"head": "body1", "legs": "body1"})
+    assert dict({v.volume_id: v for v in without.volumes}["chest"].landmarks) == {}
 
 
 def test_prepare_real_volume_matches_annotation(ct_dir: Path, tmp_path: Path):
@@ -160,3 +168,43 @@ def test_dense_anchor_targets_without_landmarks():
     target, mask = dense_anchor_targets({}, {"L1": 1.0}, np.arange(4), z_spacing_mm=1.0)
     assert not mask.any()
     assert target.shape == (4,)
+
+
+def test_region_bounds_of_hand_worked():
+    regions = [(0, 3, "legs"), (4, 9, "pelvis"), (8, 9, "unbounded_label")]
+    bounds = {"legs": (None, 0.1), "pelvis": (-0.1, 2.5)}
+    low, high = region_bounds_of(regions, bounds, np.array([0, 3, 4, 9, 12]))
+    np.testing.assert_array_equal(low, np.float32([-np.inf, -np.inf, -0.1, -0.1, -np.inf]))
+    np.testing.assert_array_equal(high, np.float32([0.1, 0.1, 2.5, 2.5, np.inf]))
+    assert low.dtype == np.float32
+
+
+def test_canonical_region_ranges_follow_the_stored_slice_order():
+    from bodyscore.evaluate.landmarks import RegionLabel, VolumeAnnotation
+    from bodyscore.volume import Volume
+
+    # stored head-first: stored k=0 is the most superior slice → canonical index 9
+    volume = Volume(array=np.zeros((10, 4, 4), np.int16), spacing_mm=(2.0, 1.0, 1.0),
+                    affine=np.diag([1.0, 1.0, 2.0, 1.0]), source_slice_index=np.arange(9, -1, -1))
+    annotation = VolumeAnnotation("v", None, {}, regions=(
+        RegionLabel(0, 2, "head"), RegionLabel(3, 12, "shoulder-neck")))
+    assert canonical_region_ranges(annotation, volume) == ((7, 9, "head"),
+                                                           (0, 6, "shoulder-neck"))
+    assert canonical_region_ranges(None, volume) == ()
+
+
+def test_holdout_goes_to_the_test_split_and_entries_round_trip(tmp_path: Path):
+    src = tmp_path / "src"
+    src.mkdir()
+    sources = [src / f"{name}.nii.gz" for name in ("a", "b", "c", "d")]
+    for path in sources:
+        write_nifti(path, 6)
+    manifest = prepare_data(sources, tmp_path / "cache", val_fraction=0.5,
+                            groups={"a": "g1", "b": "g1"}, holdout=["g1"], train_only=["c"])
+    split = {v.volume_id: v.split for v in manifest.volumes}
+    assert split["a"] == split["b"] == "test"
+    assert split["c"] == "train"
+    entry = manifest.volumes[0]
+    regions_entry = VolumeEntry.from_json({**entry.to_json(), "regions": [[0, 2, "legs"]]})
+    assert regions_entry.regions == ((0, 2, "legs"),)
+    assert VolumeEntry.from_json(regions_entry.to_json()) == regions_entry

@@ -15,6 +15,7 @@ from bodyscore.train.losses import (
     distance_loss,
     heuristic_order_loss,
     landmark_anchor_loss,
+    region_interval_loss,
     total_loss,
 )
 
@@ -105,3 +106,30 @@ def test_anchor_loss_and_total():
     assert float(c.total) == pytest.approx(float(classification_order_loss(scores)))
     with pytest.raises(ValueError, match="loss_order"):
         total_loss(scores, dh, loss_order="x")
+
+
+def test_region_interval_loss_hand_worked():
+    inf = math.inf
+    scores = torch.tensor([[0.0, 1.0, 5.0, -2.0]], requires_grad=True)
+    low = torch.tensor([[-inf, 0.5, -inf, 0.0]])   # slice 0 unlabelled
+    high = torch.tensor([[inf, inf, 4.0, 1.0]])
+    # labelled: slice 1 inside (0), slice 2 above by 1 (1²), slice 3 below by 2 (2²) → 5/3
+    loss = region_interval_loss(scores, low, high)
+    assert loss.item() == pytest.approx(5.0 / 3.0)
+    loss.backward()
+    # d/ds: above → +2·1/3, below → −2·2/3; inside and unlabelled slices get no gradient
+    np.testing.assert_allclose(scores.grad.numpy(), [[0.0, 0.0, 2 / 3, -4 / 3]], rtol=1e-6)
+
+
+def test_region_interval_loss_without_labels_is_zero_and_total_adds_it():
+    inf = math.inf
+    scores = torch.tensor([[0.0, 1.0]])
+    open_low, open_high = torch.full((1, 2), -inf), torch.full((1, 2), inf)
+    assert float(region_interval_loss(scores, open_low, open_high)) == 0.0
+    delta_h = torch.tensor([10.0])
+    high = torch.tensor([[inf, 0.0]])   # second slice must stay below 0: 1² = 1
+    plain = total_loss(scores, delta_h)
+    with_region = total_loss(scores, delta_h, region_weight=0.5, region_low=open_low,
+                             region_high=high)
+    assert with_region.region == pytest.approx(1.0)
+    assert float(with_region.total) == pytest.approx(float(plain.total) + 0.5)

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bodyscore.errors import ModelError
+from bodyscore.evaluate.metrics import EVALUATION_LANDMARKS
 from bodyscore.postprocess import clean_scores, smooth_scores, transform_scores
 from bodyscore.settings import InferenceSettings, LandmarkStats
 
@@ -114,20 +115,25 @@ def _ordered(names: set[str]) -> list[str]:
 
 def calibration_knots(ours: Mapping[str, float], published: Mapping[str, float], *,
                       required: Sequence[str] = ("pelvis_start", "eyes_end"),
+                      preferred: Sequence[str] = EVALUATION_LANDMARKS,
                       ) -> tuple[tuple[float, float], ...]:
     """Knots (raw, published score) strictly increasing in both coordinates.
 
     Landmarks in both mappings are sorted by the published score (then raw); the heaviest
-    chain increasing strictly in both is kept (O(n²), n ≤ ~50), where each landmark weighs 1
-    and the ``required`` ones (the 0 and 100 anchors) outweigh all others together, so they
-    are kept whenever they are mutually consistent.
+    chain increasing strictly in both is kept (O(n²), n ≤ ~50), where each landmark weighs 1,
+    the ``preferred`` ones (the twelve evaluation landmarks of thesis table 4.3) weigh 2, and
+    the ``required`` ones (the 0 and 100 anchors) outweigh all others together, so they are
+    kept whenever they are mutually consistent. Where the model's raw means of two landmarks
+    are out of order (e.g. C1 below the teeth), the evaluation landmark keeps its knot, so the
+    look-up table puts it on its published mean.
     """
     items = sorted((float(published[n]), float(ours[n]), n) for n in ours if n in published
                    and math.isfinite(ours[n]) and math.isfinite(published[n]))
     n = len(items)
     if n == 0:
         return ()
-    weight = [float(n + 1) if name in required else 1.0 for _, _, name in items]
+    weight = [float(2 * n + 1) if name in required else 2.0 if name in preferred else 1.0
+              for _, _, name in items]
     best = list(weight)
     previous = [-1] * n
     for i in range(n):

@@ -191,9 +191,8 @@ class TrainConfig:
         overlap = set(self.train_only) & set(self.holdout)
         if overlap:
             problems.append(f"volumes both in train_only and holdout: {sorted(overlap)}")
-        for name, bounds in self.region_bounds.items():
-            if len(bounds) != 2 or None not in bounds and bounds[0] > bounds[1]:  # type: ignore[operator]
-                problems.append(f"region_bounds[{name!r}] must be [low, high] with low <= high")
+        problems += [f"region_bounds[{name!r}] must be [low, high] with low <= high (None: open)"
+                     for name, bounds in self.region_bounds.items() if not _is_interval(bounds)]
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if problems:
@@ -249,6 +248,13 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def _is_interval(bounds: Any) -> bool:
+    if len(bounds) != 2:
+        return False
+    low, high = bounds
+    return low is None or high is None or float(low) <= float(high)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -49,10 +49,15 @@ __all__ = [
     "Manifest",
     "VolumeEntry",
     "VolumeSampleDataset",
+    "annotation_digest",
     "assign_splits",
     "cache_volume",
+    "canonical_landmark_indices",
+    "canonical_region_ranges",
+    "dense_anchor_targets",
     "load_manifest",
     "prepare_data",
+    "region_bounds_of",
     "write_manifest",
 ]
 
@@ -88,8 +93,13 @@ class VolumeEntry:
         Patient/body group used for the split.
     landmarks : mapping of str to float
         Landmark → fractional index into the cached (canonical) slices.
+    regions : tuple of (int, int, str)
+        Coarse region labels: inclusive ranges of cached (canonical) slice indices.
     source_bytes, source_mtime_ns : int
         Source file size and modification time (cache validity check; -1 if unknown).
+    annotation_digest : str
+        Digest of the volume's annotation (:func:`annotation_digest`): an edited landmark file
+        refreshes the entry.
     """
 
     volume_id: str
@@ -102,8 +112,10 @@ class VolumeEntry:
     split: str = "train"
     group: str = ""
     landmarks: Mapping[str, float] = field(default_factory=dict)
+    regions: tuple[tuple[int, int, str], ...] = ()
     source_bytes: int = -1
     source_mtime_ns: int = -1
+    annotation_digest: str = ""
 
     @property
     def n_slices(self) -> int:
@@ -120,6 +132,7 @@ class VolumeEntry:
         """JSON-ready dict."""
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["landmarks"] = dict(self.landmarks)
+        data["regions"] = [list(r) for r in self.regions]
         for key in ("shape", "spacing_mm", "z_positions_mm"):
             data[key] = list(data[key])
         return data
@@ -136,8 +149,11 @@ class VolumeEntry:
             group=str(data.get("group", data["volume_id"])),
             landmarks=MappingProxyType({str(k): float(v)
                                         for k, v in (data.get("landmarks") or {}).items()}),
+            regions=tuple((int(a), int(b), str(label))
+                          for a, b, label in data.get("regions") or ()),
             source_bytes=int(data.get("source_bytes", -1)),
             source_mtime_ns=int(data.get("source_mtime_ns", -1)),
+            annotation_digest=str(data.get("annotation_digest", "")),
         )
 
 
@@ -279,6 +295,43 @@ def canonical_landmark_indices(
     return result
 
 
+def canonical_region_ranges(
+    annotation: VolumeAnnotation | None, volume: Any
+) -> tuple[tuple[int, int, str], ...]:
+    """Coarse region labels as inclusive ranges of canonical slice indices.
+
+    ``k`` ranges refer to the stored slice order (mapped through ``volume.source_slice_index``,
+    as :func:`canonical_landmark_indices`); ranges are clipped to the volume.
+    """
+    if annotation is None or not annotation.regions:
+        return ()
+    n = volume.array.shape[0]
+    source_index = (np.arange(n) if volume.source_slice_index is None
+                    else np.asarray(volume.source_slice_index, dtype=int))
+    canonical_of = {int(k): i for i, k in enumerate(source_index)}
+    ranges = []
+    for region in annotation.regions:
+        ks = [canonical_of[k] for k in range(region.k_first, region.k_last + 1)
+              if k in canonical_of]
+        if ks:
+            ranges.append((min(ks), max(ks), region.label))
+    return tuple(ranges)
+
+
+def annotation_digest(annotation: VolumeAnnotation | None) -> str:
+    """A short digest of what training uses from an annotation (landmark positions, regions)."""
+    import hashlib
+
+    if annotation is None:
+        return "none"
+    content = {
+        "landmarks": {name: [pos.k, pos.z_mm]
+                      for name, pos in sorted(annotation.landmarks.items())},
+        "regions": [[r.k_first, r.k_last, r.label] for r in annotation.regions],
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _stat(path: Path) -> tuple[int, int]:
     try:
         st = path.stat()
@@ -355,8 +408,9 @@ def prepare_data(
             licence = (licence_lookup or {}).get(volume_id, "unknown")
         size, mtime = _stat(path)
         old = previous.get(str(path))
+        digest = annotation_digest(annotations.get(volume_id))
         if (old is not None and (old.source_bytes, old.source_mtime_ns) == (size, mtime)
-                and (out / old.file).is_file()):
+                and old.annotation_digest == digest and (out / old.file).is_file()):
             entries.append(replace(old, licence=licence, group=groups.get(volume_id, volume_id)))
             logger.info("%s: cached, not processed again", path)
             continue
@@ -370,7 +424,9 @@ def prepare_data(
             source=str(path), licence=licence, group=groups.get(volume_id, volume_id),
             landmarks=canonical_landmark_indices(annotations.get(volume_id), volume),
         )
-        entries.append(replace(entry, source_bytes=size, source_mtime_ns=mtime))
+        entries.append(replace(
+            entry, source_bytes=size, source_mtime_ns=mtime, annotation_digest=digest,
+            regions=canonical_region_ranges(annotations.get(volume_id), volume)))
         logger.info("%s: %d slices cached", path, entry.n_slices)
     ids = [e.volume_id for e in entries]
     if len(set(ids)) != len(ids):
@@ -462,6 +518,40 @@ def _longest_increasing(points: Sequence[tuple[float, float]]) -> tuple[np.ndarr
     return np.array([p[0] for p in chain]), np.array([p[1] for p in chain])
 
 
+def region_bounds_of(
+    regions: Sequence[tuple[int, int, str]],
+    bounds: Mapping[str, tuple[float | None, float | None]],
+    indices: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw score interval of each sampled slice from the volume's coarse region labels.
+
+    Parameters
+    ----------
+    regions : sequence of (int, int, str)
+        Inclusive canonical index ranges and their labels (:attr:`VolumeEntry.regions`); a
+        later range wins where ranges overlap.
+    bounds : mapping of str to (float or None, float or None)
+        Label → (low, high) raw score; None = open. Labels without bounds are ignored.
+    indices : numpy.ndarray of int, shape (m,)
+
+    Returns
+    -------
+    low, high : numpy.ndarray of float32, shape (m,)
+        ``-inf`` / ``+inf`` where a side is open or the slice has no (bounded) label.
+    """
+    idx = np.asarray(indices)
+    low = np.full(idx.shape, -np.inf, dtype=np.float32)
+    high = np.full(idx.shape, np.inf, dtype=np.float32)
+    for first, last, label in regions:
+        if label not in bounds:
+            continue
+        inside = (idx >= first) & (idx <= last)
+        lo, hi = bounds[label]
+        low[inside] = -np.inf if lo is None else lo
+        high[inside] = np.inf if hi is None else hi
+    return low, high
+
+
 #: Volume ids of :mod:`bodyscore.synth` datasets start with this.
 SYNTHETIC_PREFIX = "synth_"
 
@@ -486,12 +576,15 @@ class VolumeSampleDataset:
         linear in height by construction, so their legs get exact targets too.
         Extrapolation of the anchor targets beyond the outermost landmarks (see
         :func:`dense_anchor_targets`).
+    region_bounds : mapping of str to (float or None, float or None), optional
+        Coarse region label → raw score interval for the region loss (:func:`region_bounds_of`).
 
     Notes
     -----
     ``dataset[(position, sample_seed)]`` returns a dict with ``"slices"`` (m, 1, H, W) float32
     tensor, ``"delta_h_mm"`` (float), ``"indices"`` (m,) int64, ``"anchor_target"`` (m,)
-    float32 and ``"anchor_mask"`` (m,) bool. Volumes are memory-mapped.
+    float32, ``"anchor_mask"`` (m,) bool, ``"region_low"`` / ``"region_high"`` (m,) float32
+    (±inf: open side or unlabelled). Volumes are memory-mapped.
     """
 
     def __init__(self, entries: Sequence[VolumeEntry], cache_dir: str | Path, *,
@@ -500,7 +593,9 @@ class VolumeSampleDataset:
                  anchor_targets: Mapping[str, float] | None = None,
                  anchor_slope_per_mm: float = 0.01,
                  anchor_extrapolate_mm: float = 50.0,
-                 synthetic_anchor_extrapolate_mm: float | None = None) -> None:
+                 synthetic_anchor_extrapolate_mm: float | None = None,
+                 region_bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                 ) -> None:
         self.entries = tuple(e for e in entries if e.n_slices >= num_slices)
         dropped = len(entries) - len(self.entries)
         if dropped:
@@ -516,6 +611,7 @@ class VolumeSampleDataset:
             anchor_extrapolate_mm if synthetic_anchor_extrapolate_mm is None
             else synthetic_anchor_extrapolate_mm
         )
+        self.region_bounds = dict(region_bounds or {})
         self._arrays: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -554,10 +650,12 @@ class VolumeSampleDataset:
                             if entry.volume_id.startswith(SYNTHETIC_PREFIX)
                             else self.anchor_extrapolate_mm),
         )
+        low, high = region_bounds_of(entry.regions, self.region_bounds, sample.indices)
         return {
             "slices": x, "delta_h_mm": sample.delta_h_mm,
             "indices": torch.from_numpy(sample.indices),
             "anchor_target": torch.from_numpy(target), "anchor_mask": torch.from_numpy(mask),
+            "region_low": torch.from_numpy(low), "region_high": torch.from_numpy(high),
         }
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -569,4 +667,6 @@ class VolumeSampleDataset:
             "delta_h_mm": torch.tensor([it["delta_h_mm"] for it in items], dtype=torch.float32),
             "anchor_target": torch.stack([it["anchor_target"] for it in items]),
             "anchor_mask": torch.stack([it["anchor_mask"] for it in items]),
+            "region_low": torch.stack([it["region_low"] for it in items]),
+            "region_high": torch.stack([it["region_high"] for it in items]),
         }

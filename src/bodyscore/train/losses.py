@@ -9,7 +9,10 @@ and 4.7).
 * :func:`classification_order_loss` — eq. 4.5 in a NaN-safe log-sigmoid form (replaces eq. 5.1).
 * :func:`distance_loss` — eq. 3.5, smooth-L1 of Δs_i,j+1 − Δs_ij (mean over B·(m−2), as bpreg).
 * :func:`landmark_anchor_loss` — ours: squared error of annotated slices' scores to targets.
-* :func:`total_loss` — α_h·L_order + α·L_dist (+ w·L_anchor), eq. 5.2 with bpreg's α_h.
+* :func:`region_interval_loss` — ours: squared hinge keeping region-labelled slices inside
+  their region's score interval.
+* :func:`total_loss` — α_h·L_order + α·L_dist (+ w·L_anchor + w_r·L_region), eq. 5.2 with
+  bpreg's α_h.
 
 torch is imported inside the functions only.
 """
@@ -28,6 +31,7 @@ __all__ = [
     "distance_loss",
     "heuristic_order_loss",
     "landmark_anchor_loss",
+    "region_interval_loss",
     "total_loss",
 ]
 
@@ -106,6 +110,35 @@ def landmark_anchor_loss(scores: torch.Tensor, targets: torch.Tensor,
     return ((scores[mask] - targets[mask].to(scores.dtype)) ** 2).mean()
 
 
+def region_interval_loss(scores: torch.Tensor, low: torch.Tensor,
+                         high: torch.Tensor) -> torch.Tensor:
+    """Squared hinge keeping each slice's score inside its coarse region's interval (ours).
+
+    A slice labelled with a coarse body region (``landmarks.json`` ``regions``: legs, pelvis,
+    abdomen, chest, shoulder-neck, head) should score inside that region's interval on the
+    target scale, e.g. legs below pelvis_start. L = mean over labelled slices of
+    ``relu(low − s)² + relu(s − high)²``: zero inside the interval, so it only corrects slices
+    in the wrong region and leaves the order loss to shape the scale within a region. Dense and
+    weak where landmarks are sparse (a legs-only volume has no landmark at all).
+
+    Parameters
+    ----------
+    scores, low, high : torch.Tensor, shape (B, m)
+        Raw scores and interval bounds; ``-inf`` / ``+inf`` for an open side. A slice with both
+        bounds infinite (no region label) does not count.
+    """
+    import torch
+
+    low, high = low.to(scores.dtype), high.to(scores.dtype)
+    labelled = torch.isfinite(low) | torch.isfinite(high)
+    if not bool(labelled.any()):
+        return scores.new_zeros(())
+    s = scores[labelled]
+    below = torch.relu(low[labelled] - s)
+    above = torch.relu(s - high[labelled])
+    return (below**2 + above**2).mean()
+
+
 @dataclass(frozen=True)
 class LossTerms:
     """The total loss (a tensor, for backward) and its terms as floats for logging."""
@@ -114,6 +147,7 @@ class LossTerms:
     order: float
     distance: float
     anchor: float
+    region: float = 0.0
 
 
 def total_loss(
@@ -127,8 +161,12 @@ def total_loss(
     anchor_weight: float = 0.0,
     anchor_targets: torch.Tensor | None = None,
     anchor_mask: torch.Tensor | None = None,
+    region_weight: float = 0.0,
+    region_low: torch.Tensor | None = None,
+    region_high: torch.Tensor | None = None,
 ) -> LossTerms:
-    """L = α_h·L_order + α·L_dist + w·L_anchor (thesis eq. 5.2 plus bpreg's α_h weight).
+    """L = α_h·L_order + α·L_dist + w·L_anchor + w_r·L_region (thesis eq. 5.2 plus bpreg's
+    α_h weight, plus our anchor and region terms).
 
     ``loss_order`` is ``"h"`` (eq. 4.7, default as in bpreg's public model) or ``"c"``
     (eq. 4.5, NaN-safe).
@@ -147,5 +185,9 @@ def total_loss(
     if anchor_weight and anchor_targets is not None and anchor_mask is not None:
         anchor = landmark_anchor_loss(scores, anchor_targets, anchor_mask)
         total = total + anchor_weight * anchor
+    region = scores.new_zeros(())
+    if region_weight and region_low is not None and region_high is not None:
+        region = region_interval_loss(scores, region_low, region_high)
+        total = total + region_weight * region
     return LossTerms(total=total, order=float(order.detach()), distance=float(dist.detach()),
-                     anchor=float(anchor.detach()))
+                     anchor=float(anchor.detach()), region=float(region.detach()))

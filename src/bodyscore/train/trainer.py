@@ -69,7 +69,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 LOG_COLUMNS = ("step", "epoch", "loss", "loss_order", "loss_distance", "loss_anchor",
-               "val_order_accuracy", "val_landmark_spread", "seconds")
+               "loss_region", "val_order_accuracy", "val_landmark_spread", "seconds")
 
 
 @dataclass(frozen=True)
@@ -367,6 +367,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
                                     anchor_extrapolate_mm=config.anchor_extrapolate_mm,
                                     synthetic_anchor_extrapolate_mm=(
                                         config.synthetic_anchor_extrapolate_mm),
+                                    region_bounds=config.region_bounds,
                                     **dataset_args)
     val_set = VolumeSampleDataset(manifest.split("val"), cache_dir, **dataset_args)
     torch.manual_seed(config.seed)
@@ -392,7 +393,8 @@ def _resume(run: _Session) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     _set_rng_state(state["rng"])
     run.step = int(state["step"])
-    run.window = [list(w) for w in state.get("window", [])]
+    # windows of checkpoints written before the region term have 4 columns: pad with 0
+    run.window = [[*w, *[0.0] * (5 - len(w))] for w in state.get("window", [])]
     run.rows = _read_log(run.log_path, up_to_step=run.step)
     logger.info("resumed from %s at step %d", run.checkpoint_path, run.step)
 
@@ -426,13 +428,15 @@ def _train_step(run: _Session) -> None:
         scores, batch["delta_h_mm"].to(device), loss_order=config.loss_order,
         alpha_h=config.alpha_h, beta_h=config.beta_h, alpha=config.alpha,
         anchor_weight=config.anchor_weight, anchor_targets=batch["anchor_target"].to(device),
-        anchor_mask=batch["anchor_mask"].to(device),
+        anchor_mask=batch["anchor_mask"].to(device), region_weight=config.region_weight,
+        region_low=batch["region_low"].to(device), region_high=batch["region_high"].to(device),
     )
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
     run.step += 1
-    run.window.append([float(terms.total.detach()), terms.order, terms.distance, terms.anchor])
+    run.window.append([float(terms.total.detach()), terms.order, terms.distance, terms.anchor,
+                       terms.region])
 
 
 def _log(run: _Session, *, started: float, validate: bool) -> None:
@@ -441,7 +445,8 @@ def _log(run: _Session, *, started: float, validate: bool) -> None:
     run.window = []
     row = {"step": run.step, "epoch": f"{run.step / run.per_epoch:.4g}", "loss": _fmt(mean[0]),
            "loss_order": _fmt(mean[1]), "loss_distance": _fmt(mean[2]),
-           "loss_anchor": _fmt(mean[3]), "val_order_accuracy": "", "val_landmark_spread": "",
+           "loss_anchor": _fmt(mean[3]), "loss_region": _fmt(mean[4]),
+           "val_order_accuracy": "", "val_landmark_spread": "",
            "seconds": f"{time.perf_counter() - started:.2f}"}
     if validate and len(run.val_set) and run.dist.is_main:
         run.metrics = _validate(run.network, run.val_set,
