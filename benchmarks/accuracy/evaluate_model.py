@@ -19,8 +19,11 @@ What it measures, per volume and overall (thesis sec. 4.2; issue 4/11 acceptance
   same scores;
 * the body part examined tag against the region the data README describes.
 
-Volumes are grouped by their split in the training manifest (train / val), so figures on
-volumes the model trained on are never mixed with held-out ones.
+Volumes are grouped by their split in the training manifest (train / val / test), so figures
+on volumes the model trained on are never mixed with held-out ones.
+
+The per-volume evaluation (:func:`evaluate_volumes`) is shared with
+``benchmarks/accuracy/cross_validate.py``, which imports this file.
 """
 
 from __future__ import annotations
@@ -78,7 +81,20 @@ EXPECTED_TAGS: dict[str, set[str]] = {
     "vhm_head": {"HEAD-NECK", "HEAD"},
 }
 
+#: Landmark confidence levels of the headline figures and of the separate low-confidence row.
+CONFIDENCE_SETS: dict[str, set[str | None]] = {
+    "medium_high": {"high", "medium", "exact", None},
+    "low": {"low"},
+}
+
 log = logging.getLogger("evaluate_model")
+
+
+def published_table(path: Path = PUBLISHED) -> dict[str, float]:
+    """Landmark → score of the published bpreg scale (``lookuptable`` means, 0–100)."""
+    table = {k: v.mean for k, v in InferenceSettings.from_file(path).lookup_table.items()}
+    table["kidneys"] = table["kidney"]
+    return table
 
 
 def _only_confidence(annotations: dict[str, VolumeAnnotation], keep: set[str | None]
@@ -103,13 +119,19 @@ def _flipped(volume: Volume, *, with_affine: bool) -> Volume:
                   affine=affine, source=f"{volume.source} (flipped)", meta=dict(volume.meta))
 
 
-def _checks(path: Path, model: Any) -> dict[str, Any]:
+def volume_checks(path: Path, model: Any,
+                  annotation: VolumeAnnotation | None = None) -> dict[str, Any]:
+    """Tag, monotonicity and flip checks of one volume (module docstring, points 3-6), and the
+    per-slice accuracy of its coarse region labels when ``annotation`` has any (also for
+    volumes without landmarks, which the landmark metrics leave out)."""
     volume = read_volume(path)
     result = predict(volume, model)
     reversed_result = predict(_flipped(volume, with_affine=False), model)
     consistent = predict(_flipped(volume, with_affine=True), model)
     same = np.allclose(consistent.unprocessed[::-1], result.unprocessed, atol=1e-3,
                        equal_nan=True)
+    regions = [(r.k_first, r.k_last, r.label) for r in (annotation.regions if annotation else ())]
+    truth = m.region_truth_per_slice(volume.n_slices, regions)
     return {
         "tag": result.body_part_examined_tag,
         "observed_slope": result.observed_slope,
@@ -121,11 +143,20 @@ def _checks(path: Path, model: Any) -> dict[str, Any]:
         "consistent_flip_same_scores": bool(same),
         "valid_z_spacing": result.valid_z_spacing,
         "score_range": [float(np.nanmin(result.unprocessed)), float(np.nanmax(result.unprocessed))],
+        "region_accuracy": _num(m.region_accuracy(truth, result.body_part_examined)),
+        "n_region_slices": sum(label is not None for label in truth),
     }
 
 
 def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _landmark_errors(volume: Any, report: Any) -> dict[str, float | None]:
+    """Signed error (score − reference) / d of each landmark shared with the reference."""
+    scores = m.canonical_table(volume.landmark_scores)
+    return {name: _num((score - report.reference[name]) / report.d)
+            for name, score in scores.items() if name in report.reference}
 
 
 def _summary(report: Any) -> dict[str, Any]:
@@ -140,7 +171,8 @@ def _summary(report: Any) -> dict[str, Any]:
         "per_volume": {v.volume_id: {"mae": _num(v.mae), "lmse": _num(v.lmse),
                                      "accuracy": _num(v.accuracy),
                                      "region_accuracy": _num(v.region_accuracy),
-                                     "n_landmarks": len(v.landmark_scores)}
+                                     "n_landmarks": len(v.landmark_scores),
+                                     "errors": _landmark_errors(v, report)}
                        for v in report.volumes},
         "per_landmark": [{"landmark": e.name, "n": e.n, "reference": _num(e.reference_score),
                           "mae": _num(e.mae.mean), "mae_se": _num(e.mae.se),
@@ -149,10 +181,13 @@ def _summary(report: Any) -> dict[str, Any]:
     }
 
 
-def _evaluate(model: Any, annotations: dict[str, VolumeAnnotation], files: dict[str, Path],
-              published: dict[str, float], cache: Path) -> dict[str, Any]:
+def landmark_metrics(model: Any, annotations: dict[str, VolumeAnnotation],
+                     files: dict[str, Path], published: dict[str, float],
+                     cache: Path) -> dict[str, Any]:
+    """Landmark metrics per confidence set (:data:`CONFIDENCE_SETS`), each against the
+    published scale and against the model's own reference table."""
     out: dict[str, Any] = {}
-    for label, keep in (("medium_high", {"high", "medium", "exact", None}), ("low", {"low"})):
+    for label, keep in CONFIDENCE_SETS.items():
         subset = _only_confidence(annotations, keep)
         subset = {k: v for k, v in subset.items() if v.landmarks}
         if not subset:
@@ -225,6 +260,52 @@ def _rate(values: list[bool]) -> str:
     return f"{sum(values)}/{len(values)}" if values else "–"
 
 
+def evaluate_volumes(model: Any, annotations: dict[str, VolumeAnnotation],
+                     files: dict[str, Path], *, published: dict[str, float], cache: Path,
+                     expected_tags: dict[str, set[str]] | None = EXPECTED_TAGS,
+                     split: dict[str, str] | None = None) -> dict[str, Any]:
+    """Every measurement of the module docstring on one set of volumes.
+
+    Parameters
+    ----------
+    model : ScoreModel
+        A loaded model (:func:`bodyscore.model.load_model`).
+    annotations : dict of str to VolumeAnnotation
+        The volumes to evaluate, by volume id.
+    files : dict of str to Path
+        Image file of each volume id.
+    published : dict of str to float
+        Published landmark scores (:func:`published_table`).
+    cache : Path
+        Result cache folder of :func:`bodyscore.evaluate.runner.evaluate_model_on`.
+    expected_tags : dict of str to set of str, optional
+        Tags accepted per volume id; None: no tag check (synthetic volumes).
+    split : dict of str to str, optional
+        Split of each volume in the training manifest (stored per volume).
+
+    Returns
+    -------
+    dict
+        ``volumes`` (per-volume checks), ``landmarks`` (:func:`landmark_metrics`) and
+        ``checks`` (counts, :func:`set_checks`); strict-JSON ready.
+    """
+    volumes: dict[str, Any] = {}
+    for vid in sorted(annotations):
+        log.info("checks on %s", vid)
+        c = volume_checks(files[vid], model, annotations[vid])
+        if split is not None:
+            c["split"] = split.get(vid, "unknown")
+        if expected_tags is not None:
+            c["expected_tags"] = sorted(expected_tags.get(vid, set()))
+            c["tag_ok"] = c["tag"] in expected_tags.get(vid, set())
+        volumes[vid] = c
+    return {
+        "volumes": volumes,
+        "landmarks": landmark_metrics(model, annotations, files, published, cache),
+        "checks": set_checks(list(volumes.values())),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="default")
@@ -236,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     model = load_model(args.model)
-    published = {k: v.mean for k, v in InferenceSettings.from_file(PUBLISHED).lookup_table.items()}
-    published["kidneys"] = published["kidney"]
+    published = published_table()
     split = _split_of(args.manifest)
     annotations = read_landmarks(CT_DIR / "landmarks.json")
     files = {vid: CT_DIR / f"{vid}.nii.gz" for vid in annotations}
@@ -245,24 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
 
     volumes: dict[str, Any] = {}
-    for vid, path in sorted(files.items()):
-        log.info("checks on %s", vid)
-        c = _checks(path, model)
-        c["split"] = split.get(vid, "unknown")
-        c["expected_tags"] = sorted(EXPECTED_TAGS.get(vid, set()))
-        c["tag_ok"] = c["tag"] in EXPECTED_TAGS.get(vid, set())
-        volumes[vid] = c
-
     sets: dict[str, Any] = {}
-    for set_name in ("train", "val"):
+    for set_name in ("train", "val", "test"):
         ids = [v for v in annotations if split.get(v, "train") == set_name]
         if not ids:
             continue
-        sub = {v: annotations[v] for v in ids}
-        sets[f"real {set_name}"] = {
-            "landmarks": _evaluate(model, sub, files, published, cache),
-            "checks": _set_checks([volumes[v] for v in ids]),
-        }
+        block = evaluate_volumes(model, {v: annotations[v] for v in ids}, files,
+                                 published=published, cache=cache, split=split)
+        volumes.update(block.pop("volumes"))
+        sets[f"real {set_name}"] = block
+    for c in volumes.values():
+        c.setdefault("split", "unknown")
 
     if args.synthetic:
         from bodyscore.synth import SynthConfig, generate_dataset
@@ -273,11 +346,10 @@ def main(argv: list[str] | None = None) -> int:
                                             slice_spacing_mm=(1.0, 5.0), max_slices=300))
         synth_ann = read_landmarks(synth_dir / "landmarks.json")
         synth_files = {vid: synth_dir / f"{vid}.nii.gz" for vid in synth_ann}
-        synth_checks = [_checks(p, model) for p in synth_files.values()]
-        sets["synthetic held-out"] = {
-            "landmarks": _evaluate(model, synth_ann, synth_files, published, cache),
-            "checks": _set_checks(synth_checks),
-        }
+        block = evaluate_volumes(model, synth_ann, synth_files, published=published,
+                                 cache=cache, expected_tags=None)
+        block.pop("volumes")
+        sets["synthetic held-out"] = block
 
     data = {
         "model": dict(model.info),
@@ -294,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _set_checks(checks: list[dict[str, Any]]) -> dict[str, str]:
+def set_checks(checks: list[dict[str, Any]]) -> dict[str, str]:
+    """Counts "passed/total" of the per-volume checks; the reversed-copy target counts only
+    volumes with >= 10 cm z extent (shorter slabs cannot show a clear slope)."""
     long_enough = [c for c in checks if c["z_extent_mm"] >= 100]
     return {
         "increasing": _rate([c["increasing"] for c in checks]),

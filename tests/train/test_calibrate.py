@@ -173,3 +173,17 @@ def test_calibrate_model_never_uses_the_held_out_split(tmp_path):
     assert got.lookup_table_original == expected.lookup_table_original
     assert got.lookup_table_original["pelvis_start"].mean == pytest.approx(
         10.0 * float(ramp[5].mean()), abs=1e-2)
+
+
+def test_sanity_slope_comes_from_real_volumes_when_there_are_enough():
+    real = linear_curves(jitter=(0.0,) * 5)
+    # synthetic bodies twice as "short" per score unit: raw climbs twice as fast per mm
+    synthetic = [ScoreCurve(f"synth_{i}", c.raw, c.z_mm / 2.0,
+                            dict(c.landmarks)) for i, c in enumerate(real[:3])]
+    mixed = calibrate_from_curves(real + synthetic)
+    only_real = calibrate_from_curves(real)
+    # (not exactly equal: the synthetic curves still move the tail-removal quantiles a little)
+    assert mixed.slope_mean == pytest.approx(only_real.slope_mean, rel=1e-3)
+    # with fewer real volumes than min_real_for_slope, every curve counts
+    pooled = calibrate_from_curves(real + synthetic, min_real_for_slope=6)
+    assert pooled.slope_mean > only_real.slope_mean * 1.2

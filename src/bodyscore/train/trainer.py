@@ -220,17 +220,25 @@ def _synthetic_sources(config: TrainConfig, cache_dir: Path) -> tuple[list[str],
 
 
 def _prepare(config: TrainConfig, cache_dir: Path, dist_info: _Distributed) -> Manifest:
+    """Prepare the cache (rank 0) and return this run's manifest.
+
+    Rank 0 keeps the manifest it made, so runs sharing one cache folder (cross-validation
+    folds in parallel) never read each other's split from ``manifest.json``.
+    """
+    manifest: Manifest | None = None
     if dist_info.is_main:
         synth_files, synth_landmarks = _synthetic_sources(config, cache_dir)
         sources = [*config.sources, *synth_files]
         if sources:
-            prepare_data(sources, cache_dir, seed=config.seed, val_fraction=config.val_fraction,
-                         licence_lookup=config.licences, groups=config.groups,
-                         train_only=config.train_only, holdout=config.holdout,
-                         preprocessing=PreprocessingConfig.from_dict(config.preprocessing),
-                         landmark_files=[*config.landmark_files, *synth_landmarks])
+            manifest = prepare_data(
+                sources, cache_dir, seed=config.seed, val_fraction=config.val_fraction,
+                licence_lookup=config.licences, groups=config.groups,
+                train_only=config.train_only, holdout=config.holdout,
+                preprocessing=PreprocessingConfig.from_dict(config.preprocessing),
+                landmark_files=[*config.landmark_files, *synth_landmarks])
     dist_info.barrier()
-    manifest = load_manifest(cache_dir)
+    if manifest is None:
+        manifest = load_manifest(cache_dir)
     if not manifest.split("train"):
         raise InputError(f"{cache_dir}: no training volumes in the manifest; add sources")
     return manifest
