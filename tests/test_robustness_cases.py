@@ -106,9 +106,33 @@ TRUNK_TAG_PARTS = frozenset(TAG_LANDMARKS)
 CONFIDENT = frozenset({"medium", "high"})
 
 
-def _params(inputs: list[tuple[str, str]]) -> list[Any]:
-    return [pytest.param(key, id=f"{case}-{Path(key).name.removesuffix('.nii.gz')}")
-            for case, key in inputs]
+#: Known failures of the bundled default model (2026.11.1), measured 2026-11-23 with
+#: ``benchmarks/accuracy/evaluate_model.py``: (check, input) → what was measured. They are
+#: strict xfails, so a model that fixes one turns the test red until the entry is removed.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    ("z_spacing", "sts001_extremity_crop.nii.gz"):
+        "19 cm hip crop: slope 0.038 score/mm vs expected 0.114 (scores compressed)",
+    ("z_spacing", "sts002_extremity_crop.nii.gz"):
+        "15 cm buttock crop: slope 0.021 score/mm vs expected 0.114 (scores compressed)",
+    ("z_spacing", "vhf_knee_leg.nii.gz"):
+        "lower legs lie below the scale: slope 0.011 score/mm, nothing pins it",
+    ("z_spacing", "pyradiomics_lung1_chest.nii.gz"):
+        "slope 0.151 score/mm, ratio 1.32 > 1.28",
+    ("tag", "sts001_extremity_crop.nii.gz"): "NONE because the z-spacing check fails",
+    ("tag", "sts002_extremity_crop.nii.gz"): "NONE because the z-spacing check fails",
+    ("tag", "pyradiomics_lung1_chest.nii.gz"): "NONE because the z-spacing check fails",
+    ("landmarks", "pyradiomics_lung1_chest.nii.gz"): "lung_end 10.8 score units off",
+}
+
+
+def _params(inputs: list[tuple[str, str]], check: str = "") -> list[Any]:
+    params = []
+    for case, key in inputs:
+        reason = KNOWN_FAILURES.get((check, key))
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(key, marks=marks,
+                                   id=f"{case}-{Path(key).name.removesuffix('.nii.gz')}"))
+    return params
 
 
 ALL_INPUTS = [(case, key) for case, keys in CASES.items() for key in keys]
@@ -241,7 +265,7 @@ def test_scores_increase_from_feet_to_head(key: str, scored) -> None:  # type: i
     assert result.reverse_z_ordering is False
 
 
-@pytest.mark.parametrize("key", _params(SPACING_KNOWN))
+@pytest.mark.parametrize("key", _params(SPACING_KNOWN, "z_spacing"))
 def test_z_spacing_check_accepts_the_true_spacing(key: str, scored) -> None:  # type: ignore[no-untyped-def]
     """The header spacing is right, so the sanity check (thesis sec. 4.3.3) must not flag it."""
     _, result = scored(key)
@@ -251,7 +275,7 @@ def test_z_spacing_check_accepts_the_true_spacing(key: str, scored) -> None:  # 
 
 
 # -- body part tag -------------------------------------------------------------------------------
-@pytest.mark.parametrize("key", _params(NON_LEG_INPUTS))
+@pytest.mark.parametrize("key", _params(NON_LEG_INPUTS, "tag"))
 def test_body_part_tag_names_the_covered_region(key: str, scored, expected_tags) -> None:  # type: ignore[no-untyped-def]
     _, result = scored(key)
     assert result.body_part_examined_tag in expected_tags[_volume_id(key)]
@@ -274,7 +298,7 @@ NO_LANDMARKS = {"vhf_knee_leg.nii.gz", "sts002_extremity_crop.nii.gz",
 LANDMARK_INPUTS = [(c, k) for c, k in ALL_INPUTS if k not in NO_LANDMARKS]
 
 
-@pytest.mark.parametrize("key", _params(LANDMARK_INPUTS))
+@pytest.mark.parametrize("key", _params(LANDMARK_INPUTS, "landmarks"))
 def test_confident_landmarks_lie_on_the_published_scale(  # type: ignore[no-untyped-def]
     key: str, evaluation, published_table
 ) -> None:

@@ -103,7 +103,7 @@ def test_calibration_knots_strictly_monotone():
     crowd_published = {f"m{i}": 20.0 + i for i in range(5)}
     ours2 = {"pelvis_start": -1.0, "eyes_end": 6.0, **crowd}
     published2 = {"pelvis_start": 0.0, "eyes_end": 100.0, **crowd_published}
-    knots2 = calibration_knots(ours2, published2)
+    knots2 = calibration_knots(ours2, published2, candidates=None)
     assert knots2 == ((-1.0, 0.0), (6.0, 100.0))
 
 
@@ -135,18 +135,21 @@ def test_score_slices_and_s0_with_a_torch_model():
     assert empty_slice_score(MeanNet(), size=8) == pytest.approx(-3.0)
 
 
-def test_calibration_knots_keep_the_evaluation_landmark_where_two_conflict():
-    # teeth (not an evaluation landmark) and C1 (one) are out of order in our raw means: the
-    # chain keeps C1, so the look-up table puts C1 on its published mean
-    ours = {"pelvis_start": 0.0, "teeth": 7.5, "C1": 7.3, "eyes_end": 8.4}
-    published = {"pelvis_start": 0.0, "teeth": 86.9, "C1": 89.2, "eyes_end": 100.0}
-    knots = calibration_knots(ours, published)
-    assert knots == ((0.0, 0.0), (7.3, 89.2), (8.4, 100.0))
-    # without the preference a longer chain through teeth and nose beats C1 …
-    crowded_ours, crowded_published = {**ours, "nose": 7.6}, {**published, "nose": 92.5}
-    assert (7.3, 89.2) not in calibration_knots(crowded_ours, crowded_published, preferred=())
-    # … with it, C1 (weight 2) ties the two-landmark detour and the evaluation landmark stays
-    assert (7.3, 89.2) in calibration_knots(crowded_ours, crowded_published)
+def test_calibration_knots_use_the_evaluation_landmarks_only():
+    # C2, C3 and teeth (not evaluation landmarks) are out of order with C1 in our raw means:
+    # with every landmark as a candidate they outvote C1; by default only the twelve
+    # evaluation landmarks are candidates, so C1 gets its knot and lands on its published mean
+    ours = {"pelvis_start": 0.0, "C6": 6.6, "C3": 7.23, "C2": 7.24, "teeth": 7.26, "C1": 7.2,
+            "eyes_end": 8.4}
+    published = {"pelvis_start": 0.0, "C6": 79.5, "C3": 85.6, "C2": 85.8, "teeth": 86.9,
+                 "C1": 89.2, "eyes_end": 100.0}
+    every = calibration_knots(ours, published, candidates=None)
+    assert (7.2, 89.2) not in every
+    assert len(every) == 6
+    default = calibration_knots(ours, published)
+    assert default == ((0.0, 0.0), (6.6, 79.5), (7.2, 89.2), (8.4, 100.0))
+    mapped = np.interp([7.2], *zip(*default, strict=True))
+    assert mapped[0] == pytest.approx(89.2)
 
 
 def test_calibrate_model_never_uses_the_held_out_split(tmp_path):
@@ -184,6 +187,11 @@ def test_sanity_slope_comes_from_real_volumes_when_there_are_enough():
     only_real = calibrate_from_curves(real)
     # (not exactly equal: the synthetic curves still move the tail-removal quantiles a little)
     assert mixed.slope_mean == pytest.approx(only_real.slope_mean, rel=1e-3)
+    # a real crop with a single landmark has nothing pinning its scale: it does not count
+    crop = ScoreCurve("crop", real[0].raw, real[0].z_mm * 3.0,
+                      {"L1": real[0].landmarks["L1"]})
+    with_crop = calibrate_from_curves([*real, crop])
+    assert with_crop.slope_mean == pytest.approx(only_real.slope_mean, rel=1e-3)
     # with fewer real volumes than min_real_for_slope, every curve counts
     pooled = calibrate_from_curves(real + synthetic, min_real_for_slope=6)
     assert pooled.slope_mean > only_real.slope_mean * 1.2

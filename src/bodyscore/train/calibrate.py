@@ -24,9 +24,13 @@ Steps (:func:`calibrate_from_curves`, pure numpy):
    volumes: quantiles 0.5 % / 99.5 % and mean.
 6. Slopes of the cleaned curves (fig. 4.8 steps 1–4, :func:`bodyscore.postprocess.clean_scores`)
    versus z: mean, std, median over volumes → the sanity-check slope m̄s. Ours: when at least
-   ``min_real_for_slope`` real volumes are calibrated, only they count: synthetic bodies have
-   their own proportions (measured: with 40 synthetic + 20 real volumes m̄s was 0.104 score/mm
-   and 6 correctly scanned real volumes failed the z-spacing check with γ̂ 1.30–1.44).
+   ``min_real_for_slope`` real volumes with two or more annotated landmarks are calibrated,
+   only they count. Synthetic bodies have their own proportions, and a crop or a legs-only
+   volume has nothing pinning its scale. Measured on the default model (2026-11-23): over all
+   60 volumes m̄s was 0.104 score/mm, over the 20 real ones 0.0996 (crops, the 38 mm slab and
+   the legs pull it down: 0.011–0.043); over the 15 real volumes with ≥ 2 landmarks 0.119,
+   the published model's 0.1194. With the low values, correctly scanned chest and head volumes
+   failed the z-spacing check (γ̂ up to 1.44) and got the tag NONE.
 7. s0: the raw score of an all-air slice (all −1), measured on the model.
 
 :func:`calibrate_model` scores the cached volumes with a torch model and calls the above.
@@ -119,25 +123,32 @@ def _ordered(names: set[str]) -> list[str]:
 
 def calibration_knots(ours: Mapping[str, float], published: Mapping[str, float], *,
                       required: Sequence[str] = ("pelvis_start", "eyes_end"),
-                      preferred: Sequence[str] = EVALUATION_LANDMARKS,
+                      candidates: Sequence[str] | None = EVALUATION_LANDMARKS,
                       ) -> tuple[tuple[float, float], ...]:
     """Knots (raw, published score) strictly increasing in both coordinates.
 
-    Landmarks in both mappings are sorted by the published score (then raw); the heaviest
-    chain increasing strictly in both is kept (O(n²), n ≤ ~50), where each landmark weighs 1,
-    the ``preferred`` ones (the twelve evaluation landmarks of thesis table 4.3) weigh 2, and
-    the ``required`` ones (the 0 and 100 anchors) outweigh all others together, so they are
-    kept whenever they are mutually consistent. Where the model's raw means of two landmarks
-    are out of order (e.g. C1 below the teeth), the evaluation landmark keeps its knot, so the
-    look-up table puts it on its published mean.
+    The knot candidates are the ``candidates`` landmarks (default: the twelve evaluation
+    landmarks of thesis table 4.3; None: every landmark) plus the ``required`` ones, when both
+    mappings have them. They are sorted by the published score (then raw); the heaviest chain
+    increasing strictly in both is kept (O(n²)), where each landmark weighs 1 and the
+    ``required`` ones (the 0 and 100 anchors) outweigh all others together, so they are kept
+    whenever they are mutually consistent.
+
+    Why only twelve candidates (measured on the default model, 2026-11-23): with all 35
+    landmarks the chain had 32 knots, several of them less than 0.02 raw units apart (L1 and
+    lung_start, Th8 and Th9), giving map segments 20× steeper than the median, a look-up table
+    whose standard deviations reached 38 score units, and C1 dropped because C2, C3 and teeth
+    outvoted it — 4 score units off its published mean. Knots at the evaluation landmarks put
+    each of them on its published mean and keep the map smooth between them.
     """
+    allowed = None if candidates is None else set(candidates) | set(required)
     items = sorted((float(published[n]), float(ours[n]), n) for n in ours if n in published
+                   and (allowed is None or n in allowed)
                    and math.isfinite(ours[n]) and math.isfinite(published[n]))
     n = len(items)
     if n == 0:
         return ()
-    weight = [float(2 * n + 1) if name in required else 2.0 if name in preferred else 1.0
-              for _, _, name in items]
+    weight = [float(n + 1) if name in required else 1.0 for _, _, name in items]
     best = list(weight)
     previous = [-1] * n
     for i in range(n):
@@ -229,8 +240,8 @@ def calibrate_from_curves(
     min_annotations : int
         Volumes that must annotate the start and the end landmark.
     min_real_for_slope : int
-        With at least this many real (non-synthetic) curves, the sanity-check slope statistics
-        use only those (module docstring, step 6).
+        With at least this many real (non-synthetic) curves with >= 2 landmarks, the
+        sanity-check slope statistics use only those (module docstring, step 6).
 
     Raises
     ------
@@ -283,9 +294,10 @@ def calibrate_from_curves(
     }
     stage = _settings(original, transformed, start=start_landmark, end=end_landmark,
                       knots=knots, slope_mean=1.0, **common)
-    real = [c for c in curves if not c.volume_id.startswith(SYNTHETIC_PREFIX)]
+    pinned = [c for c in curves if not c.volume_id.startswith(SYNTHETIC_PREFIX)
+              and len(landmark_raw_scores(c)) >= 2]
     slopes = []
-    for curve in real if len(real) >= min_real_for_slope else curves:
+    for curve in pinned if len(pinned) >= min_real_for_slope else curves:
         cleaned = clean_scores(curve.raw, z_mm=curve.z_mm, settings=stage,
                                empty_mask=curve.empty_mask)
         if math.isfinite(cleaned.slope):
