@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ablations of issue 11: every variant on fold 0 of the 5-fold split, 500 steps each.
 set -u
-cd /work/main
+cd "$(dirname "$0")/../.."
 for variant in baseline no-regions no-anchors no-synthetic no-augment res64; do
   python - "$variant" <<'PY'
 import importlib.util, shutil, sys
