@@ -145,26 +145,6 @@ def _volume_id(key: str) -> str:
     return DICOM_TWIN.get(key) or volume_id_from_path(key)
 
 
-def _flip_z(volume: Volume, *, with_affine: bool) -> Volume:
-    """A copy with the slices stored in reverse order.
-
-    ``with_affine=False``: the header keeps the old geometry, so it now lies (a reversed copy).
-    ``with_affine=True``: affine and slice positions follow, so the copy describes the same
-    anatomy stored head first. Slice positions (non-uniform for the GE series) are kept, unlike
-    a plain ``Volume(array, spacing_mm, affine)``.
-    """
-    array = np.ascontiguousarray(volume.array[::-1])
-    if not with_affine:
-        return dataclasses.replace(volume, array=array, source_slice_index=None)
-    flip = np.eye(4)
-    flip[2, 2] = -1.0
-    flip[2, 3] = volume.n_slices - 1
-    z = volume.z_mm
-    return dataclasses.replace(volume, array=array, affine=volume.affine @ flip,
-                               z_positions_mm=(z[-1] - z[::-1]) + z[0],
-                               source_slice_index=None)
-
-
 def _reject_constant(name: str) -> None:
     raise ValueError(f"non-strict JSON constant {name}")
 
@@ -323,7 +303,7 @@ def test_coarse_regions_per_slice(key: str, evaluation) -> None:  # type: ignore
 @pytest.mark.parametrize("key", _params(ALL_INPUTS))
 def test_reversed_copy_is_flagged(key: str, scored, default_model) -> None:  # type: ignore[no-untyped-def]
     volume, _ = scored(key)
-    reversed_result = predict(_flip_z(volume, with_affine=False), default_model)
+    reversed_result = predict(volume.reversed_slices(with_affine=False), default_model)
     assert reversed_result.reverse_z_ordering is True, (
         f"observed slope {reversed_result.observed_slope}")
     json.loads(reversed_result.to_json(), parse_constant=_reject_constant)
@@ -334,7 +314,7 @@ def test_consistently_flipped_copy_is_not_flagged_and_scores_the_same(  # type: 
     key: str, scored, default_model
 ) -> None:
     volume, result = scored(key)
-    flipped = predict(_flip_z(volume, with_affine=True), default_model)
+    flipped = predict(volume.reversed_slices(with_affine=True), default_model)
     np.testing.assert_allclose(flipped.unprocessed[::-1], result.unprocessed, atol=1e-3)
     assert flipped.reverse_z_ordering is False, (
         f"flipped copy flagged; observed slope {flipped.observed_slope} (as given: "

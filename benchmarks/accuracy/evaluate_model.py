@@ -51,7 +51,6 @@ from bodyscore.inference import predict  # noqa: E402
 from bodyscore.io import read_volume  # noqa: E402
 from bodyscore.model import load_model  # noqa: E402
 from bodyscore.settings import InferenceSettings  # noqa: E402
-from bodyscore.volume import Volume  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CT_DIR = SHARED / "data" / "ct"
@@ -106,19 +105,6 @@ def _only_confidence(annotations: dict[str, VolumeAnnotation], keep: set[str | N
     return out
 
 
-def _flipped(volume: Volume, *, with_affine: bool) -> Volume:
-    """Copy with the slice order reversed; the affine follows only when ``with_affine``."""
-    n = volume.n_slices
-    affine = volume.affine.copy()
-    if with_affine:
-        flip = np.eye(4)
-        flip[2, 2] = -1.0
-        flip[2, 3] = n - 1
-        affine = affine @ flip
-    return Volume(array=np.ascontiguousarray(volume.array[::-1]), spacing_mm=volume.spacing_mm,
-                  affine=affine, source=f"{volume.source} (flipped)", meta=dict(volume.meta))
-
-
 def volume_checks(path: Path, model: Any,
                   annotation: VolumeAnnotation | None = None) -> dict[str, Any]:
     """Tag, monotonicity and flip checks of one volume (module docstring, points 3-6), and the
@@ -126,8 +112,8 @@ def volume_checks(path: Path, model: Any,
     volumes without landmarks, which the landmark metrics leave out)."""
     volume = read_volume(path)
     result = predict(volume, model)
-    reversed_result = predict(_flipped(volume, with_affine=False), model)
-    consistent = predict(_flipped(volume, with_affine=True), model)
+    reversed_result = predict(volume.reversed_slices(with_affine=False), model)
+    consistent = predict(volume.reversed_slices(with_affine=True), model)
     same = np.allclose(consistent.unprocessed[::-1], result.unprocessed, atol=1e-3,
                        equal_nan=True)
     regions = [(r.k_first, r.k_last, r.label) for r in (annotation.regions if annotation else ())]

@@ -177,18 +177,36 @@ class Volume:
         """
         if self.is_superior_up():
             return self
-        n = self.n_slices
+        flipped = self.reversed_slices(with_affine=True)
+        return dataclasses.replace(flipped, source_slice_index=self.slice_order[::-1].copy())
+
+    def reversed_slices(self, *, with_affine: bool) -> Volume:
+        """Return a copy whose slices are stored in reverse order.
+
+        Parameters
+        ----------
+        with_affine : bool
+            True: the affine and the slice positions follow, so the copy describes the same
+            anatomy stored the other way round (a "consistently flipped" volume: scores per
+            anatomical position must not change). False: the header keeps the old geometry and
+            now lies about the slice order (a "reversed" volume, which the sanity check of
+            thesis sec. 4.3.3 must flag).
+
+        Notes
+        -----
+        The copy is a new input: its :attr:`source_slice_index` is reset (slice i is its own
+        slice i); non-uniform slice positions are kept (mirrored).
+        """
+        array = np.ascontiguousarray(self.array[::-1])
+        if not with_affine:
+            return dataclasses.replace(self, array=array, source_slice_index=None)
         flip = np.eye(4)
         flip[2, 2] = -1.0
-        flip[2, 3] = n - 1
+        flip[2, 3] = self.n_slices - 1
         z = self.z_mm
-        return dataclasses.replace(
-            self,
-            array=self.array[::-1],
-            affine=self.affine @ flip,
-            z_positions_mm=(z[-1] - z[::-1]) + z[0],
-            source_slice_index=self.slice_order[::-1].copy(),
-        )
+        return dataclasses.replace(self, array=array, affine=self.affine @ flip,
+                                   z_positions_mm=(z[-1] - z[::-1]) + z[0],
+                                   source_slice_index=None)
 
     def with_warning(self, message: str) -> Volume:
         """Return a copy with one more reader warning."""
