@@ -2,12 +2,13 @@
 
     python benchmarks/accuracy/write_model_card.py --package src/bodyscore/models/default \
         --final benchmarks/accuracy/default/accuracy.json \
-        --heldout benchmarks/accuracy/heldout/accuracy.json \
+        --cv benchmarks/accuracy/cv/cv.md \
+        --ablations benchmarks/accuracy/ablations/ablations.md \
         --log src/bodyscore/models/default/training-log.csv \
-        --manifest runs/final/cache/manifest.json
+        --manifest runs/default-v2/cache/manifest.json
 
-Every number in the card comes from those files (``evaluate_model.py`` output) or from the
-package itself; the prose around them is fixed.
+Every number in the card comes from those files (``evaluate_model.py``, ``cross_validate.py``
+and ``ablation_table.py`` output) or from the package itself; the prose around them is fixed.
 """
 
 from __future__ import annotations
@@ -78,6 +79,14 @@ def _volume_table(data: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _embedded(markdown: Path) -> str:
+    """A generated markdown file inside the card: its title dropped, headings two levels down."""
+    lines = markdown.read_text(encoding="utf-8").splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join("##" + line if line.startswith("#") else line for line in lines).strip()
+
+
 def _log_summary(log: Path) -> str:
     with log.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -93,13 +102,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--package", type=Path, required=True)
     parser.add_argument("--final", type=Path, required=True)
-    parser.add_argument("--heldout", type=Path, required=True)
+    parser.add_argument("--cv", type=Path, required=True, help="cross_validate.py's cv.md")
+    parser.add_argument("--ablations", type=Path, required=True,
+                        help="ablation_table.py's ablations.md")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, required=True,
                         help="the final run's cache manifest.json")
     args = parser.parse_args()
     final = json.loads(args.final.read_text())
-    heldout = json.loads(args.heldout.read_text())
     config = json.loads((args.package / "config.json").read_text())
     settings = json.loads((args.package / "inference-settings.json").read_text())
     size_mb = sum(f.stat().st_size for f in args.package.iterdir() if f.is_file()) / 2**20
@@ -122,9 +132,8 @@ def main() -> int:
         t_min=settings["lower_quantile_tangential_slope"],
         t_max=settings["upper_quantile_tangential_slope"],
         s0=settings.get("bodyscore", {}).get("empty_slice_score"),
-        heldout_table="\n".join(_landmark_table(heldout)),
-        heldout_checks="\n".join(_checks(heldout)),
-        heldout_volumes="\n".join(_volume_table(heldout)),
+        cv=_embedded(args.cv),
+        ablations=_embedded(args.ablations),
         final_table="\n".join(_landmark_table(final)),
         final_checks="\n".join(_checks(final)),
         final_volumes="\n".join(_volume_table(final)),
@@ -141,15 +150,15 @@ TEMPLATE = """\
 The model `bodyscore predict` uses when no `--model` is given: a light convolutional network
 (VGG-style, 5 stages of 3×3 convolutions with batch normalisation, widths 16-32-64-128-128,
 {params} parameters) with bpreg's head (1×1 conv 512 → ReLU → global average pool → linear),
-trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term, calibrated to
-the published bpreg score scale. Package size {size_mb:.1f} MB; inference through ONNX Runtime,
-no torch needed.
+trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term and a
+coarse-region term, calibrated to the published bpreg score scale. Package size
+{size_mb:.1f} MB; inference through ONNX Runtime, no torch needed.
 
-**Scope and status: an early, small model.** It was trained in about half an hour on a 2-core CPU
-from 20 real CT volumes and 40 synthetic ones. On chest, neck and head CT it follows the published
-scale closely; on the pelvis, hips and legs it is unreliable (see the held-out figures below).
-Use it to try bodyscore and for head/neck/chest; for production use, load bpreg's public model
-(`--model bpreg-public`) or train on more data with `bodyscore train`.
+**Scope and status: a small model from little data.** It was trained in about half an hour on a
+2-core CPU from 20 real CT volumes and 40 synthetic ones. The cross-validated figures below say
+how well the recipe carries to CT it has not seen; read them before relying on it. For
+production use, load bpreg's public model (`--model bpreg-public`) or train on more data with
+`bodyscore train`.
 
 ## Training
 
@@ -160,46 +169,53 @@ Use it to try bodyscore and for head/neck/chest; for production use, load bpreg'
 - Preprocessing: thesis sec. 4.1.1 (HU clip [-1000, 1500] → [-1, 1], 3.5 mm in-plane with
   Gaussian anti-aliasing, 128 × 128), identical to bpreg's.
 - Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); batch 8 volumes.
-- Loss: heuristic order loss, β = 0.01/mm (eq. 4.7; bpreg's public setting), plus a dense
-  landmark-anchor term (weight 1): every sampled slice is pulled towards the published score of
-  its position, interpolated between the volume's annotated landmarks and extrapolated with the
-  expected slope up to 50 mm (real) / 400 mm (synthetic) beyond them.
+- Loss: heuristic order loss, β = 0.01/mm (eq. 4.7; bpreg's public setting), plus
+  - a dense landmark-anchor term (weight 1): every sampled slice is pulled towards the published
+    score of its position, interpolated between the volume's annotated landmarks and
+    extrapolated with the expected slope up to 50 mm (real) / 400 mm (synthetic) beyond them;
+  - a coarse-region interval term (weight 1): slices labelled legs / pelvis / abdomen / chest /
+    shoulder-neck / head in `landmarks.json` are kept inside that region's published score
+    interval (squared hinge, 1.2 score units of slack), which gives volumes without landmarks
+    (the legs) a target at all.
 - Augmentations: table 4.4 / bpreg's published `transform_params` (noise, blur, shift-scale-rotate,
   flip, transpose, contrast, brightness, frame), one draw per volume sample.
 - Optimiser: Adam, lr 1e-3 → 3e-4 (step 2000) → 1e-4 (step 3000); {training}.
-- Reproduce: `bodyscore train configs/default.yaml -o runs/final` (the run writes
-  `runs/final/model`; its log is `training-log.csv` in this folder, its config
+- Reproduce: `bodyscore train configs/default.yaml -o runs/default` (the run writes
+  `runs/default/model`; its log is `training-log.csv` in this folder, its config
   `training-config.yaml`).
 
 ## Calibration (bodyscore calibrate / train/calibrate.py)
 
 Reference table from the annotated real and synthetic volumes; a monotone piecewise-linear map
 from raw score to the published bpreg scale through {n_knots} landmark knots (pelvis_start → 0,
-eyes_end → 100); expected slope m̄s = {slope_mean:.4f} score/mm; tangential-slope quantiles
-{t_min:.3f} / {t_max:.3f}; empty-slice score s0 = {s0:.3f}.
+eyes_end → 100; where two landmarks' raw means are out of order, the twelve evaluation landmarks
+keep their knots); expected slope m̄s = {slope_mean:.4f} score/mm from the real volumes;
+tangential-slope quantiles {t_min:.3f} / {t_max:.3f}; empty-slice score s0 = {s0:.3f}.
 
 ## Accuracy
 
-Produced by `benchmarks/accuracy/evaluate_model.py` on {date}. Landmark errors are against the
-published bpreg scale in score units (0 = pelvis start, 100 = end of the eyes), headline figures
-from medium/high-confidence landmarks of `../shared/data/ct/landmarks.json`; mean ± standard
-error over volumes.
+Landmark errors are against the published bpreg scale in score units (0 = pelvis start,
+100 = end of the eyes); headline figures from medium/high-confidence landmarks of
+`../shared/data/ct/landmarks.json`.
 
-### Honest estimate: held-out run (configs/heldout-eval.yaml)
+### Honest estimate: cross-validation over the real volumes
 
-The same recipe with 3 real volumes (ge_tilt_head, sts001_extremity_crop, ts_abdomen_pelvis) and
-9 synthetic volumes held out; the numbers on those volumes are from a model that never saw them.
+Produced by `benchmarks/accuracy/cross_validate.py` (`benchmarks/accuracy/cv/`): the same recipe
+trained once per fold with the fold's real volumes held out of training, validation and
+calibration (vhf_head and vhf_knee_leg are one body and share a fold). Each fold trains fewer
+steps than the shipped model (see below), so these figures are, if anything, pessimistic.
 
-{heldout_table}
+{cv}
 
-{heldout_checks}
+### Ablations
 
-{heldout_volumes}
+{ablations}
 
 ### The shipped model (trained on all 20 real volumes)
 
-Figures on the real volumes are on **training data** and only show the fit; the synthetic
-volumes are new (seeds never used in training).
+Produced by `benchmarks/accuracy/evaluate_model.py` on {date}. Figures on the real volumes are
+on **training data** and only show the fit; the synthetic volumes are new (seeds never used in
+training).
 
 {final_table}
 
@@ -209,14 +225,14 @@ volumes are new (seeds never used in training).
 
 ### Limits
 
-- Pelvis, hips and legs: only one real abdomen-pelvis volume and three tumour-centred hip crops
-  exist here; held out, the pelvis landmarks are off by 10-30 score units and the curve of
-  `ts_abdomen_pelvis` is not monotone. Legs below the pelvis are outside the published scale's
-  annotated range (as in bpreg) and are not scored reliably.
-- The tag follows the thesis's decision tree: a volume whose fitted slope differs by more than 28 %
-  from m̄s gets `NONE`; the noisier the model, the more often this happens.
+- Only one real abdomen-pelvis volume, three tumour-centred hip crops and one pair of lower legs
+  exist here; the cross-validated figures of those regions rest on a handful of landmarks.
+- Legs below the pelvis lie outside the published scale's annotated range (as in bpreg): they
+  score below 0, without landmarks to fix how far.
+- The tag follows the thesis's decision tree: a volume whose fitted slope differs by more than
+  28 % from m̄s gets `NONE`.
 - 5-class accuracy needs both boundary landmarks of a class in one volume; few real volumes
-  have them, so that figure rests mostly on synthetic volumes.
+  have them.
 
 ## Licence and attribution
 

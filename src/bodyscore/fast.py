@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bodyscore.inference import ProgressCallback, RawScores, _prefetched
+from bodyscore.inference import ProgressCallback, RawScores, prefetched
 from bodyscore.preprocess import EMPTY_SLICE_ATOL, is_empty_slice, iter_preprocessed_batches
 from bodyscore.volume import Volume
 
@@ -162,7 +162,7 @@ def predict_raw_scores_fast(
         volume, batch_size=batch_size, slice_indices=chosen, config=config
     )
     if chosen.size > batch_size and (os.cpu_count() or 1) > 1:
-        batches = _prefetched(batches)  # preprocess the next batch while this one is scored
+        batches = prefetched(batches)  # preprocess the next batch while this one is scored
     for indices, batch in batches:
         raw[indices] = model.predict_raw(batch)
         empty[indices] = is_empty_slice(batch)

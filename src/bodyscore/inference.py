@@ -59,9 +59,13 @@ class RawScores:
         object.__setattr__(self, "empty", empty)
 
 
-def _prefetched(iterator: Iterator[tuple[np.ndarray, np.ndarray]]
+def prefetched(iterator: Iterator[tuple[np.ndarray, np.ndarray]]
                 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield from ``iterator`` while computing its next item in a worker thread."""
+    """Yield from ``iterator`` while computing its next item in a worker thread.
+
+    Shared by :func:`predict_raw_scores` and :mod:`bodyscore.fast`: preprocessing of the next
+    batch overlaps with scoring of the current one.
+    """
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bodyscore-preprocess") as pool:
         pending: Future[tuple[np.ndarray, np.ndarray] | None] = pool.submit(next, iterator, None)
         while True:
@@ -106,7 +110,7 @@ def predict_raw_scores(
         volume, batch_size=batch_size, config=model.package.preprocessing
     )
     if n > batch_size and (os.cpu_count() or 1) > 1:
-        batches = _prefetched(batches)
+        batches = prefetched(batches)
     done = 0
     for indices, batch in batches:
         raw[indices] = model.predict_raw(batch)
