@@ -120,7 +120,7 @@ def main() -> int:
     text = TEMPLATE.format(
         version=config.get("model_version", "?"),
         size_mb=size_mb,
-        params=config.get("parameters", "≈0.6 M"),
+        params=f"{config['parameters']:,}" if "parameters" in config else "≈0.6 M",
         training=_log_summary(args.log),
         n_real=len(real),
         real_slices=sum(v["shape"][0] for v in real),
