@@ -109,3 +109,23 @@ def test_malformed_packages_raise_model_error(good_folder, damage, message):
 def test_missing_folder(tmp_path):
     with pytest.raises(ModelError, match="model folder not found"):
         load_package(tmp_path / "nope")
+
+
+def test_onnx_export_follows_the_preprocessing_size(tmp_path):
+    """A package trained on 64² slices (input-resolution ablation) exports a 64² ONNX input."""
+    import numpy as np
+
+    from bodyscore.model import load_model
+
+    config = {**tiny_config(), "preprocessing": {"size": 64, "target_spacing_mm": 7.0}}
+    torch.manual_seed(0)
+    network = build_network(config)
+    package = save_package(tmp_path / "small", state_dict=network.state_dict(), config=config,
+                          settings=InferenceSettings.from_bpreg_dict(tiny_settings_dict()))
+    model = load_model(package.path, backend="onnx")
+    scores = model.predict_raw(np.zeros((3, 1, 64, 64), np.float32))
+    assert scores.shape == (3,)
+    network.eval()
+    with torch.no_grad():
+        expected = network(torch.zeros(3, 1, 64, 64)).numpy().reshape(-1)
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)

@@ -7,8 +7,8 @@ Layout (``DESIGN.md``, "Model package"):
   ``bodyscore_version``, ``model_version``, ``licence``, ``backbone`` (light network parameters)
   and ``preprocessing`` (:class:`~bodyscore.preprocess.PreprocessingConfig`; bpreg's values when
   absent).
-* ``model.pt`` (torch state dict) and/or ``model.onnx`` (input ``slices`` (n, 1, 128, 128)
-  float32, output ``scores`` (n, 1)).
+* ``model.pt`` (torch state dict) and/or ``model.onnx`` (input ``slices`` (n, 1, size, size)
+  float32 with ``size`` from ``preprocessing``, 128 for bpreg; output ``scores`` (n, 1)).
 * ``inference-settings.json`` — :class:`~bodyscore.settings.InferenceSettings`.
 * ``model-card.md`` — optional: data, training, calibration, accuracy, licence.
 
@@ -207,7 +207,8 @@ def export_onnx_file(state_dict: Mapping[str, Any], config: Mapping[str, Any], p
     network = build_network(config)
     load_state_dict_strict(network, state_dict, where=str(path))
     network.eval()
-    example = torch.zeros(2, 1, 128, 128, dtype=torch.float32)
+    size = PreprocessingConfig.from_dict(config.get("preprocessing")).size
+    example = torch.zeros(2, 1, size, size, dtype=torch.float32)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
