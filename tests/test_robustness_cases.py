@@ -106,22 +106,23 @@ TRUNK_TAG_PARTS = frozenset(TAG_LANDMARKS)
 CONFIDENT = frozenset({"medium", "high"})
 
 
-#: Known failures of the bundled default model (2026.11.1), measured 2026-11-23 with
+#: Known failures of the bundled default model (2026.11.2), measured 2026-11-24 with
 #: ``benchmarks/accuracy/evaluate_model.py``: (check, input) → what was measured. They are
 #: strict xfails, so a model that fixes one turns the test red until the entry is removed.
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    ("increasing", "sts002_extremity_crop.nii.gz"):
+        "15 cm buttock crop (no femur, no ischium): flat curve, slope -0.011 score/mm",
+    ("reversed", "sts002_extremity_crop.nii.gz"): "flat curve: slope +0.011 when reversed",
+    ("flipped", "sts002_extremity_crop.nii.gz"): "flat curve: flagged as reversed",
     ("z_spacing", "sts001_extremity_crop.nii.gz"):
-        "19 cm hip crop: slope 0.038 score/mm vs expected 0.114 (scores compressed)",
-    ("z_spacing", "sts002_extremity_crop.nii.gz"):
-        "15 cm buttock crop: slope 0.021 score/mm vs expected 0.114 (scores compressed)",
+        "19 cm hip crop: slope 0.064 score/mm vs expected 0.118 (scores compressed)",
+    ("z_spacing", "sts002_extremity_crop.nii.gz"): "flat curve: slope -0.011 score/mm",
     ("z_spacing", "vhf_knee_leg.nii.gz"):
-        "lower legs lie below the scale: slope 0.011 score/mm, nothing pins it",
-    ("z_spacing", "pyradiomics_lung1_chest.nii.gz"):
-        "slope 0.151 score/mm, ratio 1.32 > 1.28",
+        "lower legs lie below the scale: slope 0.008 score/mm, nothing pins it",
     ("tag", "sts001_extremity_crop.nii.gz"): "NONE because the z-spacing check fails",
     ("tag", "sts002_extremity_crop.nii.gz"): "NONE because the z-spacing check fails",
-    ("tag", "pyradiomics_lung1_chest.nii.gz"): "NONE because the z-spacing check fails",
-    ("landmarks", "pyradiomics_lung1_chest.nii.gz"): "lung_end 10.8 score units off",
+    ("regions", "unc_cthead_cadaver_head.nii.gz"):
+        "76 % of its 111 slices in the annotated region (floor 80 %)",
 }
 
 
@@ -237,7 +238,7 @@ def test_case_lists_match_the_annotations(ct_annotations) -> None:  # type: igno
 
 
 # -- orientation and z-spacing -------------------------------------------------------------------
-@pytest.mark.parametrize("key", _params(ALL_INPUTS))
+@pytest.mark.parametrize("key", _params(ALL_INPUTS, "increasing"))
 def test_scores_increase_from_feet_to_head(key: str, scored) -> None:  # type: ignore[no-untyped-def]
     _, result = scored(key)
     assert result.observed_slope is not None
@@ -291,7 +292,7 @@ def test_confident_landmarks_lie_on_the_published_scale(  # type: ignore[no-unty
     assert not off, f"|error| > {LANDMARK_TOLERANCE} score units: {off}"
 
 
-@pytest.mark.parametrize("key", _params(NIFTI_INPUTS))
+@pytest.mark.parametrize("key", _params(NIFTI_INPUTS, "regions"))
 def test_coarse_regions_per_slice(key: str, evaluation) -> None:  # type: ignore[no-untyped-def]
     evaluated = evaluation(key)
     assert evaluated.n_region_slices > 0
@@ -300,7 +301,7 @@ def test_coarse_regions_per_slice(key: str, evaluation) -> None:  # type: ignore
 
 
 # -- reversal ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("key", _params(ALL_INPUTS))
+@pytest.mark.parametrize("key", _params(ALL_INPUTS, "reversed"))
 def test_reversed_copy_is_flagged(key: str, scored, default_model) -> None:  # type: ignore[no-untyped-def]
     volume, _ = scored(key)
     reversed_result = predict(volume.reversed_slices(with_affine=False), default_model)
@@ -309,7 +310,7 @@ def test_reversed_copy_is_flagged(key: str, scored, default_model) -> None:  # t
     json.loads(reversed_result.to_json(), parse_constant=_reject_constant)
 
 
-@pytest.mark.parametrize("key", _params(ALL_INPUTS))
+@pytest.mark.parametrize("key", _params(ALL_INPUTS, "flipped"))
 def test_consistently_flipped_copy_is_not_flagged_and_scores_the_same(  # type: ignore[no-untyped-def]
     key: str, scored, default_model
 ) -> None:
