@@ -3,7 +3,8 @@
 Run from the repository root::
 
     python benchmarks/accuracy/cross_validate.py --config configs/default.yaml --folds 5 \
-        --steps 1500 --variant baseline -o benchmarks/accuracy/cv/baseline
+        --steps 500 --threads 1 -o runs/cv/default
+    cp runs/cv/default/cv.md runs/cv/default/cv.json benchmarks/accuracy/cv/
 
 1. The real volumes are the config's ``sources``; volumes of one ``groups`` entry (one body,
    e.g. ``vhf_head`` + ``vhf_knee_leg``) stay together. Groups are dealt to k folds

@@ -93,9 +93,11 @@ def _log_summary(log: Path) -> str:
     last = rows[-1]
     validated = [r for r in rows if r.get("val_order_accuracy")]
     val = validated[-1] if validated else {}
-    return (f"{last['step']} steps in {float(last['seconds']) / 60:.0f} min of the final run; "
-            f"final training loss {float(last['loss']):.3f}; validation (synthetic volumes) order "
-            f"accuracy {float(val.get('val_order_accuracy') or 'nan'):.3f}")
+    text = (f"{last['step']} steps in {float(last['seconds']) / 60:.0f} min of the final run; "
+            f"final training loss {float(last['loss']):.3f}")
+    if val:
+        text += f"; validation order accuracy {float(val['val_order_accuracy']):.3f}"
+    return text
 
 
 def main() -> int:
@@ -125,8 +127,6 @@ def main() -> int:
         n_real=len(real),
         real_slices=sum(v["shape"][0] for v in real),
         n_synth=len(synth),
-        synth_slices=sum(v["shape"][0] for v in synth),
-        n_synth_val=sum(v["split"] == "val" for v in synth),
         n_knots=len(knots),
         slope_mean=settings["slope_mean"],
         t_min=settings["lower_quantile_tangential_slope"],
@@ -154,8 +154,8 @@ trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term 
 coarse-region term, calibrated to the published bpreg score scale. Package size
 {size_mb:.1f} MB; inference through ONNX Runtime, no torch needed.
 
-**Scope and status: a small model from little data.** It was trained in about half an hour on a
-2-core CPU from 20 real CT volumes and 40 synthetic ones. The cross-validated figures below say
+**Scope and status: a small model from little data.** It was trained in about a quarter of an
+hour on a 2-core CPU from {n_real} real CT volumes. The cross-validated figures below say
 how well the recipe carries to CT it has not seen; read them before relying on it. For
 production use, load bpreg's public model (`--model bpreg-public`) or train on more data with
 `bodyscore train`.
@@ -163,33 +163,36 @@ production use, load bpreg's public model (`--model bpreg-public`) or train on m
 ## Training
 
 - Data: all {n_real} real volumes of the project's development set ({real_slices} slices; list
-  and licences below) and {n_synth} synthetic whole-body or partial volumes from `bodyscore.synth`
-  ({synth_slices} slices, exact landmarks). Validation: {n_synth_val} of the synthetic volumes
-  (seeded group split); they are not trained on.
+  and licences below); {n_synth} synthetic volumes. The synthetic whole-body CT of
+  `bodyscore.synth` was part of the recipe until 2026.11.1 and is left out since: with it the
+  cross-validated landmark error on real CT was about three times higher (see Ablations). No
+  validation split: every real volume trains; the honest estimate is the cross-validation.
 - Preprocessing: thesis sec. 4.1.1 (HU clip [-1000, 1500] → [-1, 1], 3.5 mm in-plane with
   Gaussian anti-aliasing, 128 × 128), identical to bpreg's.
 - Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); batch 8 volumes.
 - Loss: heuristic order loss, β = 0.01/mm (eq. 4.7; bpreg's public setting), plus
   - a dense landmark-anchor term (weight 1): every sampled slice is pulled towards the published
     score of its position, interpolated between the volume's annotated landmarks and
-    extrapolated with the expected slope up to 50 mm (real) / 400 mm (synthetic) beyond them;
+    extrapolated with the expected slope up to 50 mm beyond them;
   - a coarse-region interval term (weight 1): slices labelled legs / pelvis / abdomen / chest /
     shoulder-neck / head in `landmarks.json` are kept inside that region's published score
     interval (squared hinge, 1.2 score units of slack), which gives volumes without landmarks
     (the legs) a target at all.
 - Augmentations: table 4.4 / bpreg's published `transform_params` (noise, blur, shift-scale-rotate,
   flip, transpose, contrast, brightness, frame), one draw per volume sample.
-- Optimiser: Adam, lr 1e-3 → 3e-4 (step 2000) → 1e-4 (step 3000); {training}.
+- Optimiser: Adam, lr 1e-3 → 3e-4 (step 1150) → 1e-4 (step 1700); {training}.
 - Reproduce: `bodyscore train configs/default.yaml -o runs/default` (the run writes
   `runs/default/model`; its log is `training-log.csv` in this folder, its config
   `training-config.yaml`).
 
 ## Calibration (bodyscore calibrate / train/calibrate.py)
 
-Reference table from the annotated real and synthetic volumes; a monotone piecewise-linear map
-from raw score to the published bpreg scale through {n_knots} landmark knots (pelvis_start → 0,
-eyes_end → 100; where two landmarks' raw means are out of order, the twelve evaluation landmarks
-keep their knots); expected slope m̄s = {slope_mean:.4f} score/mm from the real volumes;
+Reference table from the annotated training volumes; a monotone piecewise-linear map
+from raw score to the published bpreg scale through {n_knots} knots at the twelve evaluation
+landmarks of thesis table 4.3 (pelvis_start → 0, eyes_end → 100), so the look-up table puts each
+of them on its published mean (with all 35 landmarks as knots, C1 was 3.8 units off and the map
+had near-vertical segments); expected slope m̄s = {slope_mean:.4f} score/mm from the real volumes
+with at least two landmarks;
 tangential-slope quantiles {t_min:.3f} / {t_max:.3f}; empty-slice score s0 = {s0:.3f}.
 
 ## Accuracy
@@ -208,6 +211,10 @@ steps than the shipped model (see below), so these figures are, if anything, pes
 {cv}
 
 ### Ablations
+
+Each row changes one thing against the 2026.11.1 recipe ("baseline": with 40 synthetic
+volumes), on one fold at 500 steps; what they decided (synthetic data dropped, anchors kept,
+VGG16 excluded by its cost) is explained in `benchmarks/accuracy/ablations/README.md`.
 
 {ablations}
 
@@ -240,7 +247,8 @@ The weights and settings are derived from the data below and from the published 
 (CC BY-SA 4.0), so this model package is distributed under **CC BY-SA 4.0**. Credit:
 
 {attribution}
-Synthetic volumes: generated by `bodyscore.synth` (no third-party data).
+The synthetic volumes of `bodyscore.synth` (no third-party data) are used only for the held-out
+synthetic check above; they are not in the training data of this version.
 """
 
 if __name__ == "__main__":
