@@ -26,10 +26,8 @@ flags and NaN patterns exactly. Where bodyscore differs from bpreg on purpose
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -39,10 +37,10 @@ import numpy as np
 import pytest
 
 from bodyscore.result import ScoreResult
+from helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = REPO / "tests" / "data" / "bpreg_reference"
-MAKE_REFERENCE = REPO / "benchmarks" / "bpreg" / "make_reference.py"
 SCORE_TOL = 1e-3
 SLOPE_RTOL = 1e-3
 
@@ -62,13 +60,7 @@ def parity_shared_dir() -> Path:
 def make_reference() -> ModuleType:
     """``benchmarks/bpreg/make_reference.py`` as a module (volume and model folder builders)."""
     pytest.importorskip("torch")
-    spec = importlib.util.spec_from_file_location("bpreg_make_reference", MAKE_REFERENCE)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/bpreg/make_reference.py", module_name="bpreg_make_reference")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,6 @@ Numbers come from :mod:`bodyscore.evaluate` (runner, metrics), never re-implemen
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import math
 from collections.abc import Callable
@@ -44,9 +43,7 @@ from bodyscore.io import read_volume
 from bodyscore.result import BPREG_KEYS, ScoreResult
 from bodyscore.usecases.bodypart import TAG_LANDMARKS
 from bodyscore.volume import Volume
-
-REPO = Path(__file__).resolve().parents[1]
-EVALUATE_MODEL_SCRIPT = REPO / "benchmarks" / "accuracy" / "evaluate_model.py"
+from helpers.scripts import load_script
 
 #: Robustness case → inputs, as paths relative to ``shared/data/ct``.
 CASES: dict[str, tuple[str, ...]] = {
@@ -165,11 +162,10 @@ def default_model():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def expected_tags() -> dict[str, set[str]]:
     """Acceptable tags per volume id: ``EXPECTED_TAGS`` of the accuracy benchmark script."""
-    spec = importlib.util.spec_from_file_location("_evaluate_model", EVALUATE_MODEL_SCRIPT)
-    if spec is None or spec.loader is None:
-        pytest.skip(f"{EVALUATE_MODEL_SCRIPT} is not available")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        module = load_script("benchmarks/accuracy/evaluate_model.py", module_name="_evaluate_model")
+    except FileNotFoundError:
+        pytest.skip("benchmarks/accuracy/evaluate_model.py is not available")
     return dict(module.EXPECTED_TAGS)
 
 

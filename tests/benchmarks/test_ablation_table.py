@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "accuracy" / "ablation_table.py"
-spec = importlib.util.spec_from_file_location("ablation_table_under_test", SCRIPT)
-assert spec is not None
-assert spec.loader is not None
-ablation = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = ablation
-spec.loader.exec_module(ablation)
+from helpers.scripts import load_script
+
+ablation = load_script("benchmarks/accuracy/ablation_table.py",
+                       module_name="ablation_table_under_test")
 
 
 def _cv(variant: str, *, steps: int = 500, mae: float = 5.0, folds: tuple[int, ...] = (0,)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,22 +14,10 @@ from hypothesis import strategies as st
 from bodyscore.errors import InputError
 from bodyscore.evaluate.landmarks import RegionLabel, VolumeAnnotation, read_landmarks
 from bodyscore.train.config import TrainConfig, load_train_config
+from helpers.scripts import load_script
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "accuracy" / "cross_validate.py"
-
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cross_validate_under_test", SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-cv = _load_script()
+cv = load_script("benchmarks/accuracy/cross_validate.py", module_name="cross_validate_under_test")
 
 
 @pytest.fixture(scope="module")
