@@ -88,6 +88,7 @@ em = _load_evaluate_model()
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {},
     "no-synthetic": {"synthetic_volumes": 0},
+    "with-synthetic": {"synthetic_volumes": 40},
     "no-anchors": {"anchor_weight": 0.0, "region_weight": 0.0},
     "no-regions": {"region_weight": 0.0},
     "no-augment": {"transform_params": {}},

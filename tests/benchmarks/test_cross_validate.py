@@ -103,6 +103,7 @@ def test_fold_table_of_the_default_recipe(default_config: TrainConfig, shared: P
 @pytest.mark.parametrize(("variant", "field", "expected"), [
     ("baseline", "synthetic_volumes", 40),
     ("no-synthetic", "synthetic_volumes", 0),
+    ("with-synthetic", "synthetic_volumes", 40),
     ("no-anchors", "anchor_weight", 0.0),
     ("no-regions", "region_weight", 0.0),
     ("no-augment", "transform_params", {}),

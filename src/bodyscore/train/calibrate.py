@@ -248,9 +248,10 @@ def calibrate_from_curves(
     ModelError
         Start/end landmark missing, or the model's scores do not increase (slope ≤ 0).
     """
+    landmark_scores = [landmark_raw_scores(curve) for curve in curves]
     values: dict[str, list[float]] = {}
-    for curve in curves:
-        for name, score in landmark_raw_scores(curve).items():
+    for scores in landmark_scores:
+        for name, score in scores.items():
             values.setdefault(name, []).append(score)
     _check_annotated(values, (start_landmark, end_landmark), min_annotations)
     original = {n: LandmarkStats(float(np.mean(values[n])), float(np.std(values[n])))
@@ -294,8 +295,8 @@ def calibrate_from_curves(
     }
     stage = _settings(original, transformed, start=start_landmark, end=end_landmark,
                       knots=knots, slope_mean=1.0, **common)
-    pinned = [c for c in curves if not c.volume_id.startswith(SYNTHETIC_PREFIX)
-              and len(landmark_raw_scores(c)) >= 2]
+    pinned = [c for c, scores in zip(curves, landmark_scores, strict=True)
+              if not c.volume_id.startswith(SYNTHETIC_PREFIX) and len(scores) >= 2]
     slopes = []
     for curve in pinned if len(pinned) >= min_real_for_slope else curves:
         cleaned = clean_scores(curve.raw, z_mm=curve.z_mm, settings=stage,
