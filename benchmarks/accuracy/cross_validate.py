@@ -94,6 +94,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-augment": {"transform_params": {}},
     "vgg": {"model": {"base_model": "vgg"}},
     "res64": {"preprocessing": {"size": 64, "target_spacing_mm": 7.0}},
+    "slope-band": {"slope_weight": 1.0},
+    "slope-band-synthetic": {"slope_weight": 1.0, "synthetic_volumes": 8},
 }
 
 #: Coarse regions of landmarks.json in anatomical order (caudal → cranial).

@@ -132,6 +132,8 @@ def main() -> int:
         t_min=settings["lower_quantile_tangential_slope"],
         t_max=settings["upper_quantile_tangential_slope"],
         s0=settings.get("bodyscore", {}).get("empty_slice_score"),
+        abdomen_min=settings.get("bodyscore", {}).get("tag_min_present_landmarks", {}).get(
+            "ABDOMEN", 7),
         cv=_embedded(args.cv),
         ablations=_embedded(args.ablations),
         final_table="\n".join(_landmark_table(final)),
@@ -150,9 +152,9 @@ TEMPLATE = """\
 The model `bodyscore predict` uses when no `--model` is given: a light convolutional network
 (VGG-style, 5 stages of 3×3 convolutions with batch normalisation, widths 16-32-64-128-128,
 {params} parameters) with bpreg's head (1×1 conv 512 → ReLU → global average pool → linear),
-trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term and a
-coarse-region term, calibrated to the published bpreg score scale. Package size
-{size_mb:.1f} MB; inference through ONNX Runtime, no torch needed.
+trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term, a
+coarse-region term and a slope-band term, calibrated to the published bpreg score scale.
+Package size {size_mb:.1f} MB; inference through ONNX Runtime, no torch needed.
 
 **Scope and status: a small model from little data.** It was trained in about a quarter of an
 hour on a 2-core CPU from {n_real} real CT volumes. The cross-validated figures below say
@@ -177,7 +179,11 @@ production use, load bpreg's public model (`--model bpreg-public`) or train on m
   - a coarse-region interval term (weight 1): slices labelled legs / pelvis / abdomen / chest /
     shoulder-neck / head in `landmarks.json` are kept inside that region's published score
     interval (squared hinge, 1.2 score units of slack), which gives volumes without landmarks
-    (the legs) a target at all.
+    (the legs) a target at all;
+  - a slope-band term (weight 1): each sample's score rise over its span (m − 1)·Δh is kept
+    between 0.75 and 1.5 times the expected slope (squared hinge). The order loss compares
+    sigmoids and barely pulls on a flat curve, so without it a volume without landmarks (the
+    15 cm buttock crop sts002) kept a flat curve in 2026.11.2.
 - Augmentations: table 4.4 / bpreg's published `transform_params` (noise, blur, shift-scale-rotate,
   flip, transpose, contrast, brightness, frame), one draw per volume sample.
 - Optimiser: Adam, lr 1e-3 → 3e-4 (step 1150) → 1e-4 (step 1700); {training}.
@@ -194,6 +200,12 @@ of them on its published mean (with all 35 landmarks as knots, C1 was 3.8 units 
 had near-vertical segments); expected slope m̄s = {slope_mean:.4f} score/mm from the real volumes
 with at least two landmarks;
 tangential-slope quantiles {t_min:.3f} / {t_max:.3f}; empty-slice score s0 = {s0:.3f}.
+
+Tag rule: the thesis's decision tree (fig. 4.9) with bpreg's landmark lists and minimum counts,
+except ABDOMEN, which is visible with {abdomen_min} (bpreg: 7) of its nine landmarks L5…Th9
+(stored as `tag_min_present_landmarks` in `inference-settings.json`). With bpreg's count an
+abdomen-pelvis CT that ends at T12, like `ts_abdomen_pelvis`, shows at most six of them and is
+tagged PELVIS even when every score is right.
 
 ## Accuracy
 
@@ -214,7 +226,9 @@ steps than the shipped model (see below), so these figures are, if anything, pes
 
 Each row changes one thing against the 2026.11.1 recipe ("baseline": with 40 synthetic
 volumes), on one fold at 500 steps; what they decided (synthetic data dropped, anchors kept,
-VGG16 excluded by its cost) is explained in `benchmarks/accuracy/ablations/README.md`.
+VGG16 excluded by its cost) is explained in `benchmarks/accuracy/ablations/README.md`, with the
+two later rounds on the same fold (against 2026.11.2: region term and augmentations kept, 64²
+input within noise; then the slope band and, once more, synthetic volumes).
 
 {ablations}
 

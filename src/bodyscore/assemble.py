@@ -27,10 +27,10 @@ from bodyscore.usecases.bodypart import (
     DISTINCT_BODY_PARTS,
     SHORT_VOLUME_MM,
     TAG_LANDMARKS,
-    TAG_MIN_PRESENT_LANDMARKS,
     body_part_examined,
     body_part_examined_tag,
     missing_landmarks,
+    tag_min_present,
 )
 from bodyscore.usecases.sanity import check_sanity
 from bodyscore.volume import Volume
@@ -126,7 +126,7 @@ def settings_description(settings: InferenceSettings) -> dict[str, Any]:
         "body part examined tag": {
             "body parts included": {k: list(v) for k, v in TAG_LANDMARKS.items()},
             "distinct body parts": {k: list(v) for k, v in DISTINCT_BODY_PARTS.items()},
-            "min present landmarks": dict(TAG_MIN_PRESENT_LANDMARKS),
+            "min present landmarks": tag_min_present(settings.tag_min_present_landmarks),
             "short volume mm": SHORT_VOLUME_MM,
         },
     }
@@ -213,6 +213,7 @@ def assemble_result(
         lookup_table=settings.lookup_table,
         z_extent_mm=volume.z_extent_mm,
         valid_z_spacing=checks.valid_z_spacing,
+        min_present_landmarks=settings.tag_min_present_landmarks,
     )
 
     n_valid = int(np.count_nonzero(np.isfinite(cleaned.cleaned)))

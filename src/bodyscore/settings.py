@@ -82,6 +82,11 @@ class InferenceSettings:
     calibration : tuple of (float, float), optional
         Knots ``(raw, score)`` of a monotone piecewise-linear map raw → 0–100 scale; when
         empty, the linear transform with transform_min/max is used (eq. 4.12).
+    tag_min_present_landmarks : mapping of str to int
+        Per tag body part, how many of its landmarks must be present for the part to count as
+        visible (thesis fig. 4.9); parts not listed keep bpreg's numbers
+        (:data:`bodyscore.usecases.bodypart.TAG_MIN_PRESENT_LANDMARKS`). Empty for bpreg
+        folders; bodyscore's default model sets ``{"ABDOMEN": 5}``.
     slope_std, slope_median, tangential_slope_mean : float
         Extra statistics kept for reference.
     extra : mapping
@@ -100,6 +105,7 @@ class InferenceSettings:
     background_scores: tuple[float, ...] = ()
     empty_slice_score: float | None = None
     calibration: tuple[tuple[float, float], ...] = ()
+    tag_min_present_landmarks: Mapping[str, int] = field(default_factory=dict)
     slope_std: float = math.nan
     slope_median: float = math.nan
     tangential_slope_mean: float = math.nan
@@ -130,6 +136,12 @@ class InferenceSettings:
         knots = self.calibration
         if knots and any(b[0] <= a[0] or b[1] <= a[1] for a, b in itertools.pairwise(knots)):
             raise ModelError("inference settings: calibration knots must strictly increase")
+        from bodyscore.usecases.bodypart import tag_min_present
+
+        try:
+            tag_min_present(self.tag_min_present_landmarks)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"inference settings: tag_min_present_landmarks: {exc}") from exc
 
     # -- bpreg file format --------------------------------------------------------------------
     @classmethod
@@ -180,6 +192,9 @@ class InferenceSettings:
                     else float(ours["empty_slice_score"])
                 ),
                 calibration=tuple((float(a), float(b)) for a, b in ours.get("calibration", ())),
+                tag_min_present_landmarks=MappingProxyType(
+                    {str(k): int(v) for k, v in ours.get("tag_min_present_landmarks", {}).items()}
+                ),
                 slope_std=float(data.get("slope_std", math.nan)),
                 slope_median=float(data.get("slope_median", math.nan)),
                 tangential_slope_mean=float(data.get("tangential_slope_mean", math.nan)),
@@ -235,6 +250,11 @@ class InferenceSettings:
                     "background_scores": list(self.background_scores),
                     "empty_slice_score": self.empty_slice_score,
                     "calibration": [list(k) for k in self.calibration],
+                    **(
+                        {"tag_min_present_landmarks": dict(self.tag_min_present_landmarks)}
+                        if self.tag_min_present_landmarks
+                        else {}
+                    ),
                 },
             }
         )

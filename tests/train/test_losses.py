@@ -16,6 +16,7 @@ from bodyscore.train.losses import (
     heuristic_order_loss,
     landmark_anchor_loss,
     region_interval_loss,
+    slope_band_loss,
     total_loss,
 )
 
@@ -133,3 +134,45 @@ def test_region_interval_loss_without_labels_is_zero_and_total_adds_it():
                              region_high=high)
     assert with_region.region == pytest.approx(1.0)
     assert float(with_region.total) == pytest.approx(float(plain.total) + 0.5)
+
+
+def test_slope_band_loss_hand_worked():
+    # B = 3, m = 4, Δh = 50 mm → span 150 mm; band 0.0075–0.015/mm → rise in [1.125, 2.25]
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0],      # flat: 1.125 short → 1.265625
+                           [0.0, 0.5, 1.0, 1.5],      # inside: 0
+                           [0.0, 1.0, 2.0, 3.0]],     # 0.75 too steep → 0.5625
+                          requires_grad=True)
+    delta_h = torch.tensor([50.0, 50.0, 50.0])
+    loss = slope_band_loss(scores, delta_h, band_per_mm=(0.0075, 0.015))
+    assert loss.item() == pytest.approx((1.125**2 + 0.75**2) / 3)
+    loss.backward()
+    # only the end slices of the out-of-band samples get a gradient: ±2·excess/B
+    expected = np.zeros((3, 4))
+    expected[0, [0, -1]] = [2 * 1.125 / 3, -2 * 1.125 / 3]
+    expected[2, [0, -1]] = [-2 * 0.75 / 3, 2 * 0.75 / 3]
+    np.testing.assert_allclose(scores.grad.numpy(), expected, rtol=1e-6)
+
+
+def test_slope_band_loss_falling_curve_costs_more_than_flat_and_total_adds_it():
+    delta_h = torch.tensor([20.0])
+    flat = torch.zeros((1, 3))
+    falling = torch.tensor([[0.0, -0.1, -0.2]])
+    band = (0.01, 0.02)
+    assert float(slope_band_loss(falling, delta_h, band_per_mm=band)) > float(
+        slope_band_loss(flat, delta_h, band_per_mm=band))
+    plain = total_loss(falling, delta_h)
+    with_slope = total_loss(falling, delta_h, slope_weight=2.0, slope_band_per_mm=band)
+    # span 40 mm → rise must be ≥ 0.4; it is −0.2 → 0.6² = 0.36
+    assert with_slope.slope == pytest.approx(0.36)
+    assert float(with_slope.total) == pytest.approx(float(plain.total) + 0.72)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(0.001, 0.02), st.floats(1.0, 3.0), st.floats(5.0, 100.0),
+       st.integers(2, 6))
+def test_slope_band_loss_is_zero_on_any_curve_inside_the_band(low, ratio, dh, m):
+    slope = low * (1 + ratio) / 2   # strictly inside [low, low·ratio]
+    scores = torch.arange(m, dtype=torch.float64).reshape(1, m) * slope * dh
+    got = slope_band_loss(scores, torch.tensor([dh], dtype=torch.float64),
+                          band_per_mm=(low, low * ratio))
+    assert float(got) == pytest.approx(0.0, abs=1e-12)

@@ -136,6 +136,23 @@ def test_config_files_load_and_validate(tmp_path: Path):
     bad.write_text("learning_rate: 1\n")
     with pytest.raises(InputError, match="unknown keys"):
         load_train_config(bad)
+    bad.write_text("slope_band_per_mm: [0.02, 0.01]\n")
+    with pytest.raises(InputError, match="slope_band_per_mm"):
+        load_train_config(bad)
+    bad.write_text("slope_weight: 0.5\nslope_band_per_mm: [0.005, 0.02]\n")
+    assert load_train_config(bad).slope_band_per_mm == (0.005, 0.02)
+
+
+def test_slope_band_term_is_logged(cache: Path, tmp_path: Path):
+    # a band of 1-2 raw score per mm is far above what a barely trained network gives, so the
+    # slope term is positive in every logged window, in its own column
+    config = tiny_config(cache, max_steps=4, log_every=2, slope_weight=1.0,
+                         slope_band_per_mm=(1.0, 2.0), transform_params={})
+    rows = read_log(train(config, out_dir=tmp_path).log_path)
+    assert [float(r["loss_slope"]) > 0 for r in rows] == [True, True]
+    plain = read_log(train(tiny_config(cache, max_steps=2, log_every=2), out_dir=tmp_path / "p")
+                     .log_path)
+    assert float(plain[0]["loss_slope"]) == 0.0
 
 
 @pytest.mark.slow

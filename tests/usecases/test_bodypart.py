@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from bodyscore.settings import InferenceSettings
 from bodyscore.usecases.bodypart import (
     BODY_REGION_BOUNDARIES,
+    TAG_MIN_PRESENT_LANDMARKS,
     body_part_examined,
     body_part_examined_tag,
     landmark_means,
     missing_landmarks,
+    tag_min_present,
 )
 
 
@@ -112,6 +114,27 @@ def test_tag_needs_minimum_number_of_landmarks(lut: dict[str, float]) -> None:
     # 24 … 48 adds Th11: 7 landmarks → ABDOMEN from the landmark rule
     seven = np.concatenate([pelvis_slices, np.linspace(24, 48, 20)])
     assert _tag(seven, lut) == "ABDOMEN"
+
+
+def test_tag_minimum_override_tags_an_abdomen_pelvis_ct_cut_at_t12(lut: dict[str, float]) -> None:
+    # femoral heads (femur_end) to T12: pelvis_end, L5…L1, Th12 present = 6 ABDOMEN landmarks
+    scores = np.linspace(lut["femur_end"] - 2, lut["Th12"] + 1, 100)
+    assert _tag(scores, lut) == "PELVIS"  # bpreg: ABDOMEN needs 7
+    lower = body_part_examined_tag(scores, lookup_table=lut, z_extent_mm=330.0,
+                                   valid_z_spacing=True, min_present_landmarks={"ABDOMEN": 5})
+    assert lower == "ABDOMEN-PELVIS"
+    # four lumbar vertebrae are not enough even then
+    four = np.linspace(lut["femur_end"] - 2, lut["L2"] + 0.5, 100)
+    assert body_part_examined_tag(four, lookup_table=lut, z_extent_mm=330.0,
+                                  valid_z_spacing=True,
+                                  min_present_landmarks={"ABDOMEN": 5}) == "PELVIS"
+
+
+@pytest.mark.parametrize("overrides", [{"BELLY": 3}, {"HEAD": 0}, {"HEAD": 5}])
+def test_tag_minimum_override_is_checked(overrides: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="tag minimum"):
+        tag_min_present(overrides)
+    assert tag_min_present({"ABDOMEN": 5}) == {**TAG_MIN_PRESENT_LANDMARKS, "ABDOMEN": 5}
 
 
 def test_tag_gap_is_filled(lut: dict[str, float]) -> None:

@@ -38,6 +38,7 @@ Steps (:func:`calibrate_from_curves`, pure numpy):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -404,7 +405,8 @@ def calibrate_package(
 
     Scores every volume named in the landmark files (:mod:`bodyscore.evaluate.landmarks`)
     with the package's network (any backend), runs :func:`calibrate_from_curves` and writes
-    ``inference-settings.json`` in bpreg's format, atomically, into ``model_dir``.
+    ``inference-settings.json`` in bpreg's format, atomically, into ``model_dir``. The
+    package's tag rule (``tag_min_present_landmarks``) is kept.
 
     Parameters
     ----------
@@ -438,6 +440,8 @@ def calibrate_package(
         empty_slice_score=model.empty_slice_score(),
         published=None if published is None else InferenceSettings.from_file(published),
     )
+    settings = dataclasses.replace(
+        settings, tag_min_present_landmarks=dict(model.settings.tag_min_present_landmarks))
     import json
 
     target = Path(model_dir) / "inference-settings.json"

@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from bodyscore.errors import InputError
+from bodyscore.usecases.bodypart import tag_min_present
 
 __all__ = ["BPREG_TRANSFORM_PARAMS", "TrainConfig", "load_train_config"]
 
@@ -95,8 +96,16 @@ class TrainConfig:
         (:func:`bodyscore.train.losses.region_interval_loss`).
     region_bounds : mapping of str to (float or None, float or None)
         Region label → raw score interval (None: unbounded on that side).
+    slope_weight : float
+        Weight of the slope-band loss (0: off; :func:`bodyscore.train.losses.slope_band_loss`):
+        each sample's score rise is kept between ``slope_band_per_mm`` × its span.
+    slope_band_per_mm : (float, float)
+        (low, high) raw score per mm of the slope band, 0 < low <= high.
     anchor_targets : mapping of str to float
         Landmark → raw target score for the anchor loss.
+    tag_min_present_landmarks : mapping of str to int
+        Stored in the package's inference settings: per tag body part, how many of its
+        landmarks make it visible (thesis fig. 4.9; parts not listed keep bpreg's numbers).
     lr_milestones : sequence of (int, float)
         Step schedule: from step ``s`` on, the learning rate is ``lr`` of the last milestone
         ``(s, lr)`` reached (empty: constant ``lr``).
@@ -155,7 +164,10 @@ class TrainConfig:
     holdout: tuple[str, ...] = ()
     region_weight: float = 0.0
     region_bounds: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    slope_weight: float = 0.0
+    slope_band_per_mm: tuple[float, float] = (0.0075, 0.015)
     anchor_targets: Mapping[str, float] = field(default_factory=dict)
+    tag_min_present_landmarks: Mapping[str, int] = field(default_factory=dict)
     lr: float = 1e-4
     lr_milestones: tuple[tuple[int, float], ...] = ()
     max_steps: int = 1000
@@ -193,6 +205,13 @@ class TrainConfig:
             problems.append(f"volumes both in train_only and holdout: {sorted(overlap)}")
         problems += [f"region_bounds[{name!r}] must be [low, high] with low <= high (None: open)"
                      for name, bounds in self.region_bounds.items() if not _is_interval(bounds)]
+        try:
+            tag_min_present(self.tag_min_present_landmarks)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"tag_min_present_landmarks: {exc}")
+        low, high = self.slope_band_per_mm
+        if not 0 < low <= high < math.inf:
+            problems.append(f"slope_band_per_mm must satisfy 0 < low <= high, got {low, high}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if problems:
@@ -222,20 +241,12 @@ class TrainConfig:
                 values[key] = tuple(resolve(p) for p in values[key])
             else:
                 values[key] = resolve(values[key])
-        for key in ("train_only", "holdout"):
-            if key in values:
-                values[key] = tuple(str(v) for v in values[key] or ())
-        if "region_bounds" in values:
-            values["region_bounds"] = {
-                str(name): tuple(None if b is None else float(b) for b in bounds)
-                for name, bounds in (values["region_bounds"] or {}).items()
-            }
-        if "lr_milestones" in values:
-            values["lr_milestones"] = tuple(
-                (int(step), float(rate)) for step, rate in values["lr_milestones"] or ()
-            )
-        if "delta_h_range_mm" in values:
-            values["delta_h_range_mm"] = tuple(float(v) for v in values["delta_h_range_mm"])
+        try:
+            for key, coerce in _COERCIONS.items():
+                if key in values:
+                    values[key] = coerce(values[key])
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{where}: {key}: {exc}; fix the config") from exc
         try:
             return cls(**values)
         except TypeError as exc:
@@ -248,6 +259,39 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
+def _names(values: Any) -> tuple[str, ...]:
+    return tuple(str(v) for v in values or ())
+
+
+def _intervals(values: Any) -> dict[str, tuple[float | None, ...]]:
+    return {str(name): tuple(None if b is None else float(b) for b in bounds)
+            for name, bounds in (values or {}).items()}
+
+
+def _counts(values: Any) -> dict[str, int]:
+    return {str(name): int(count) for name, count in (values or {}).items()}
+
+
+def _milestones(values: Any) -> tuple[tuple[int, float], ...]:
+    return tuple((int(step), float(rate)) for step, rate in values or ())
+
+
+#: How :meth:`TrainConfig.from_dict` turns YAML/JSON values into the fields' types.
+_COERCIONS: dict[str, Callable[[Any], Any]] = {
+    "train_only": _names,
+    "holdout": _names,
+    "region_bounds": _intervals,
+    "tag_min_present_landmarks": _counts,
+    "lr_milestones": _milestones,
+    "delta_h_range_mm": _floats,
+    "slope_band_per_mm": _floats,
+}
 
 
 def _is_interval(bounds: Any) -> bool:

@@ -30,6 +30,7 @@ are annotated, else the 1–99 % range of all val scores); a unitless LMSE-like 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import math
@@ -69,7 +70,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 LOG_COLUMNS = ("step", "epoch", "loss", "loss_order", "loss_distance", "loss_anchor",
-               "loss_region", "val_order_accuracy", "val_landmark_spread", "seconds")
+               "loss_region", "loss_slope", "val_order_accuracy", "val_landmark_spread", "seconds")
 
 
 @dataclass(frozen=True)
@@ -401,8 +402,8 @@ def _resume(run: _Session) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     _set_rng_state(state["rng"])
     run.step = int(state["step"])
-    # windows of checkpoints written before the region term have 4 columns: pad with 0
-    run.window = [[*w, *[0.0] * (5 - len(w))] for w in state.get("window", [])]
+    # windows of checkpoints written before the region/slope terms are shorter: pad with 0
+    run.window = [[*w, *[0.0] * (6 - len(w))] for w in state.get("window", [])]
     run.rows = _read_log(run.log_path, up_to_step=run.step)
     logger.info("resumed from %s at step %d", run.checkpoint_path, run.step)
 
@@ -438,13 +439,14 @@ def _train_step(run: _Session) -> None:
         anchor_weight=config.anchor_weight, anchor_targets=batch["anchor_target"].to(device),
         anchor_mask=batch["anchor_mask"].to(device), region_weight=config.region_weight,
         region_low=batch["region_low"].to(device), region_high=batch["region_high"].to(device),
+        slope_weight=config.slope_weight, slope_band_per_mm=config.slope_band_per_mm,
     )
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
     run.step += 1
     run.window.append([float(terms.total.detach()), terms.order, terms.distance, terms.anchor,
-                       terms.region])
+                       terms.region, terms.slope])
 
 
 def _log(run: _Session, *, started: float, validate: bool) -> None:
@@ -454,6 +456,7 @@ def _log(run: _Session, *, started: float, validate: bool) -> None:
     row = {"step": run.step, "epoch": f"{run.step / run.per_epoch:.4g}", "loss": _fmt(mean[0]),
            "loss_order": _fmt(mean[1]), "loss_distance": _fmt(mean[2]),
            "loss_anchor": _fmt(mean[3]), "loss_region": _fmt(mean[4]),
+           "loss_slope": _fmt(mean[5]),
            "val_order_accuracy": "", "val_landmark_spread": "",
            "seconds": f"{time.perf_counter() - started:.2f}"}
     if validate and len(run.val_set) and run.dist.is_main:
@@ -531,6 +534,9 @@ def _calibrate_and_package(run: _Session) -> tuple[Path | None, InferenceSetting
     try:
         settings = calibrate_model(run.network, run.manifest, run.cache_dir,
                                    published=published, device=run.device)
+        if config.tag_min_present_landmarks:
+            settings = dataclasses.replace(
+                settings, tag_min_present_landmarks=dict(config.tag_min_present_landmarks))
     except ModelError as exc:
         logger.warning("no model package written: %s", exc)
         return None, None

@@ -31,6 +31,7 @@ __all__ = [
     "body_part_examined_tag",
     "landmark_means",
     "missing_landmarks",
+    "tag_min_present",
 ]
 
 logger = logging.getLogger(__name__)
@@ -218,12 +219,32 @@ def _join(parts: Sequence[str]) -> str | None:
     return "ABDOMEN-PELVIS"
 
 
-def _tag_from_landmarks(values: np.ndarray, means: Mapping[str, float]) -> str | None:
+def tag_min_present(overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+    """bpreg's minimum landmark counts (:data:`TAG_MIN_PRESENT_LANDMARKS`) with ``overrides``.
+
+    Raises
+    ------
+    ValueError
+        When an override names an unknown part or asks for more landmarks than the part has.
+    """
+    counts = dict(TAG_MIN_PRESENT_LANDMARKS)
+    for part, count in (overrides or {}).items():
+        if part not in TAG_LANDMARKS or not 1 <= int(count) <= len(TAG_LANDMARKS[part]):
+            raise ValueError(
+                f"tag minimum {part}={count}: the part must be one of {sorted(TAG_LANDMARKS)} "
+                f"and the count between 1 and its number of landmarks"
+            )
+        counts[part] = int(count)
+    return counts
+
+
+def _tag_from_landmarks(values: np.ndarray, means: Mapping[str, float],
+                        min_present: Mapping[str, int]) -> str | None:
     valid = values[~np.isnan(values)]
     visible = []
     for part, names in TAG_LANDMARKS.items():
         present = sum(_present(valid, means[n]) for n in names if n in means)
-        if present >= TAG_MIN_PRESENT_LANDMARKS[part]:
+        if present >= min_present[part]:
             visible.append(part)
     return _join(visible)
 
@@ -251,14 +272,16 @@ def body_part_examined_tag(
     lookup_table: Mapping[str, Any],
     z_extent_mm: float,
     valid_z_spacing: bool | None,
+    min_present_landmarks: Mapping[str, int] | None = None,
 ) -> str:
     """Body part examined tag t of one volume (thesis sec. 4.3.1, decision tree fig. 4.9).
 
     1. ``valid_z_spacing`` is False → ``"NONE"`` (None, i.e. undefined, continues as in bpreg).
     2. Each tag part of :data:`TAG_LANDMARKS` is visible when at least
-       :data:`TAG_MIN_PRESENT_LANDMARKS` of its landmarks are present (some score below and
-       some above the landmark's mean); visible parts are joined head to pelvis into one of the
-       contiguous names (``"HEAD-NECK-CHEST"``, ...; gaps are filled, as in bpreg).
+       :data:`TAG_MIN_PRESENT_LANDMARKS` (or ``min_present_landmarks``) of its landmarks are
+       present (some score below and some above the landmark's mean); visible parts are joined
+       head to pelvis into one of the contiguous names (``"HEAD-NECK-CHEST"``, ...; gaps are
+       filled, as in bpreg).
     3. If ``z_extent_mm`` < 100 mm or no part is visible: every slice votes for the part of
        :data:`DISTINCT_BODY_PARTS` containing its score (strict bounds); the most frequent part
        wins (ties: first met in slice order); ``"NONE"`` when no slice votes.
@@ -273,6 +296,11 @@ def body_part_examined_tag(
         Covered z-range in mm (bpreg: number of slices × z-spacing).
     valid_z_spacing : bool or None
         Result of the z-spacing sanity check (sec. 4.3.3).
+    min_present_landmarks : mapping of str to int, optional
+        Per-part overrides of bpreg's minimum counts (the thesis calls them "manually
+        defined"). bpreg's ABDOMEN needs 7 of L5…Th9, so an abdomen-pelvis CT that ends at
+        T12, like TotalSegmentator's example, has at most 6 and is tagged PELVIS even with
+        perfect scores; bodyscore's default model asks for 5 (the lumbar spine).
 
     Returns
     -------
@@ -289,7 +317,7 @@ def body_part_examined_tag(
         logger.warning(
             "body part tag: reference table lacks %s; rules using them skipped", list(missing)
         )
-    tag = _tag_from_landmarks(values, means)
+    tag = _tag_from_landmarks(values, means, tag_min_present(min_present_landmarks))
     if tag is None or not z_extent_mm >= SHORT_VOLUME_MM:
         return _tag_by_majority(values, means)
     return tag
