@@ -103,24 +103,12 @@ TRUNK_TAG_PARTS = frozenset(TAG_LANDMARKS)
 CONFIDENT = frozenset({"medium", "high"})
 
 
-#: Known failures of the bundled default model (2026.11.2), measured 2026-11-24 with
+#: Known failures of the bundled default model (2026.11.3), measured 2026-11-24 with
 #: ``benchmarks/accuracy/evaluate_model.py``: (check, input) → what was measured. They are
 #: strict xfails, so a model that fixes one turns the test red until the entry is removed.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("increasing", "sts002_extremity_crop.nii.gz"):
-        "15 cm buttock crop (no femur, no ischium): flat curve, slope -0.011 score/mm",
-    ("reversed", "sts002_extremity_crop.nii.gz"): "flat curve: slope +0.011 when reversed",
-    ("flipped", "sts002_extremity_crop.nii.gz"): "flat curve: flagged as reversed",
-    ("z_spacing", "sts001_extremity_crop.nii.gz"):
-        "19 cm hip crop: slope 0.064 score/mm vs expected 0.118 (scores compressed)",
-    ("z_spacing", "sts002_extremity_crop.nii.gz"): "flat curve: slope -0.011 score/mm",
-    ("z_spacing", "vhf_knee_leg.nii.gz"):
-        "lower legs lie below the scale: slope 0.008 score/mm, nothing pins it",
-    ("tag", "sts001_extremity_crop.nii.gz"): "NONE because the z-spacing check fails",
-    ("tag", "sts002_extremity_crop.nii.gz"): "NONE because the z-spacing check fails",
-    ("regions", "unc_cthead_cadaver_head.nii.gz"):
-        "76 % of its 111 slices in the annotated region (floor 80 %)",
-}
+#: 2026.11.3 fixed the nine of 2026.11.2 (the flat sts002 curve, the z-spacing of the sts001/
+#: sts002 crops and of the legs, their tags, the cadaver head's regions); none is left.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def _params(inputs: list[tuple[str, str]], check: str = "") -> list[Any]:

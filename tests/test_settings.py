@@ -35,3 +35,17 @@ def test_bad_tag_minimum_in_a_settings_file_is_a_model_error(overrides: dict[str
     data["bodyscore"] = {"tag_min_present_landmarks": overrides}
     with pytest.raises(ModelError, match="tag_min_present_landmarks"):
         InferenceSettings.from_bpreg_dict(data)
+
+
+def test_spacing_check_extent_round_trips_and_is_checked() -> None:
+    plain = InferenceSettings.from_bpreg_dict(tiny_settings_dict())
+    assert plain.spacing_check_min_extent_mm == 0.0   # bpreg folders: decide on any length
+    ours = dataclasses.replace(plain, spacing_check_min_extent_mm=100.0)
+    again = InferenceSettings.from_bpreg_dict(ours.to_bpreg_dict())
+    assert again.spacing_check_min_extent_mm == 100.0
+    processing = settings_description(again)["slice score processing"]
+    assert processing["spacing_check_min_extent_mm"] == 100.0
+    data = tiny_settings_dict()
+    data["bodyscore"] = {"spacing_check_min_extent_mm": -1}
+    with pytest.raises(ModelError, match="spacing_check_min_extent_mm"):
+        InferenceSettings.from_bpreg_dict(data)

@@ -96,6 +96,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "res64": {"preprocessing": {"size": 64, "target_spacing_mm": 7.0}},
     "slope-band": {"slope_weight": 1.0},
     "slope-band-synthetic": {"slope_weight": 1.0, "synthetic_volumes": 8},
+    "slope-band-synthetic-share": {"slope_weight": 1.0, "synthetic_volumes": 40,
+                                   "synthetic_share": 0.15},
 }
 
 #: Coarse regions of landmarks.json in anatomical order (caudal → cranial).

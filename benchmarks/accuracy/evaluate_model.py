@@ -242,6 +242,17 @@ def _split_of(manifest: Path | None) -> dict[str, str]:
     return {v["volume_id"]: v["split"] for v in data["volumes"]}
 
 
+def synthetic_summary(checks: dict[str, Any], annotation: VolumeAnnotation) -> dict[str, Any]:
+    """The per-volume checks of a synthetic volume kept in the output, with the landmarks it
+    covers (lowest and highest by slice index), so a failure can be traced to its anatomy."""
+    by_k = sorted(((name, p.k) for name, p in annotation.landmarks.items() if p.k is not None),
+                  key=lambda item: item[1])
+    keep = ("z_extent_mm", "observed_slope", "increasing", "reversed_copy_flagged", "tag",
+            "score_range")
+    return {**{k: checks[k] for k in keep},
+            "covers": f"{by_k[0][0]} … {by_k[-1][0]}" if by_k else "no landmark"}
+
+
 def _rate(values: list[bool]) -> str:
     return f"{sum(values)}/{len(values)}" if values else "–"
 
@@ -334,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         synth_files = {vid: synth_dir / f"{vid}.nii.gz" for vid in synth_ann}
         block = evaluate_volumes(model, synth_ann, synth_files, published=published,
                                  cache=cache, expected_tags=None)
-        block.pop("volumes")
+        block["volumes"] = {vid: synthetic_summary(c, synth_ann[vid])
+                            for vid, c in block["volumes"].items()}
         sets["synthetic held-out"] = block
 
     data = {

@@ -79,6 +79,19 @@ def _volume_table(data: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _synthetic_table(data: dict[str, Any]) -> list[str]:
+    volumes = data["sets"].get("synthetic held-out", {}).get("volumes", {})
+    if not volumes:
+        return []
+    rows = ["| synthetic volume | z-extent (mm) | landmarks covered | slope (score/mm) | "
+            "increasing | reversed copy flagged |", "|---|---|---|---|---|---|"]
+    for vid, c in sorted(volumes.items()):
+        rows.append(f"| {vid} | {c['z_extent_mm']:.0f} | {c['covers']} | "
+                    f"{_fmt(c['observed_slope'], 3)} | {'yes' if c['increasing'] else 'no'} | "
+                    f"{'yes' if c['reversed_copy_flagged'] else 'no'} |")
+    return rows
+
+
 def _embedded(markdown: Path) -> str:
     """A generated markdown file inside the card: its title dropped, headings two levels down."""
     lines = markdown.read_text(encoding="utf-8").splitlines()
@@ -139,6 +152,7 @@ def main() -> int:
         final_table="\n".join(_landmark_table(final)),
         final_checks="\n".join(_checks(final)),
         final_volumes="\n".join(_volume_table(final)),
+        synthetic_volumes="\n".join(_synthetic_table(final)),
         attribution=ATTRIBUTION,
         date=final["date"],
     )
@@ -243,6 +257,8 @@ training).
 {final_checks}
 
 {final_volumes}
+
+{synthetic_volumes}
 
 ### Limits
 

@@ -112,6 +112,7 @@ def settings_description(settings: InferenceSettings) -> dict[str, Any]:
             "tangential_slope_min": settings.tangential_slope_min,
             "tangential_slope_max": settings.tangential_slope_max,
             "r_slope_threshold": settings.r_slope_threshold,
+            "spacing_check_min_extent_mm": settings.spacing_check_min_extent_mm,
             "smoothing_sigma": settings.smoothing_sigma_mm,
             "background_scores": list(settings.background_scores),
             "empty_slice_score": settings.empty_slice_score,
@@ -206,6 +207,7 @@ def assemble_result(
         z_spacing_mm=dz,
         slope_mean=settings.slope_mean,
         threshold=settings.r_slope_threshold,
+        min_extent_mm=settings.spacing_check_min_extent_mm,
     )
     regions = body_part_examined(cleaned.cleaned, lookup_table=settings.lookup_table)
     tag = body_part_examined_tag(

@@ -82,6 +82,10 @@ class InferenceSettings:
     calibration : tuple of (float, float), optional
         Knots ``(raw, score)`` of a monotone piecewise-linear map raw → 0–100 scale; when
         empty, the linear transform with transform_min/max is used (eq. 4.12).
+    spacing_check_min_extent_mm : float
+        The z-spacing check is decided only when the valid cleaned scores span at least this
+        many mm (else undefined); 0 for bpreg folders (bpreg decides on any length), 100 for
+        models bodyscore calibrates (:data:`bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM`).
     tag_min_present_landmarks : mapping of str to int
         Per tag body part, how many of its landmarks must be present for the part to count as
         visible (thesis fig. 4.9); parts not listed keep bpreg's numbers
@@ -105,6 +109,7 @@ class InferenceSettings:
     background_scores: tuple[float, ...] = ()
     empty_slice_score: float | None = None
     calibration: tuple[tuple[float, float], ...] = ()
+    spacing_check_min_extent_mm: float = 0.0
     tag_min_present_landmarks: Mapping[str, int] = field(default_factory=dict)
     slope_std: float = math.nan
     slope_median: float = math.nan
@@ -136,6 +141,10 @@ class InferenceSettings:
         knots = self.calibration
         if knots and any(b[0] <= a[0] or b[1] <= a[1] for a, b in itertools.pairwise(knots)):
             raise ModelError("inference settings: calibration knots must strictly increase")
+        extent = self.spacing_check_min_extent_mm
+        if not (math.isfinite(extent) and extent >= 0):
+            raise ModelError(f"inference settings: spacing_check_min_extent_mm must be >= 0, "
+                             f"got {extent}")
         from bodyscore.usecases.bodypart import tag_min_present
 
         try:
@@ -192,6 +201,7 @@ class InferenceSettings:
                     else float(ours["empty_slice_score"])
                 ),
                 calibration=tuple((float(a), float(b)) for a, b in ours.get("calibration", ())),
+                spacing_check_min_extent_mm=float(ours.get("spacing_check_min_extent_mm", 0.0)),
                 tag_min_present_landmarks=MappingProxyType(
                     {str(k): int(v) for k, v in ours.get("tag_min_present_landmarks", {}).items()}
                 ),
@@ -250,6 +260,7 @@ class InferenceSettings:
                     "background_scores": list(self.background_scores),
                     "empty_slice_score": self.empty_slice_score,
                     "calibration": [list(k) for k in self.calibration],
+                    "spacing_check_min_extent_mm": self.spacing_check_min_extent_mm,
                     **(
                         {"tag_min_present_landmarks": dict(self.tag_min_present_landmarks)}
                         if self.tag_min_present_landmarks

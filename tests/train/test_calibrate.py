@@ -195,3 +195,22 @@ def test_sanity_slope_comes_from_real_volumes_when_there_are_enough():
     # with fewer real volumes than min_real_for_slope, every curve counts
     pooled = calibrate_from_curves(real + synthetic, min_real_for_slope=6)
     assert pooled.slope_mean > only_real.slope_mean * 1.2
+
+
+def test_spacing_threshold_is_the_largest_relative_error_of_long_real_volumes():
+    real = linear_curves(jitter=(0.0,) * 5)
+    exact = calibrate_from_curves(real)
+    # every real curve has the same slope: γ̂ = 0, so θ stays at bpreg's 0.28
+    assert exact.r_slope_threshold == pytest.approx(0.28)
+    assert exact.spacing_check_min_extent_mm == 100.0
+    # a real volume with 1.4× the slope per mm (its z squeezed) raises θ to its γ̂, measured
+    # against the m̄s of the curves with >= 2 landmarks (the squeezed one has none)
+    squeezed = ScoreCurve("squeezed", real[0].raw, real[0].z_mm / 1.4, {})
+    with_squeezed = calibrate_from_curves([*real, squeezed])
+    assert with_squeezed.slope_mean == pytest.approx(exact.slope_mean, rel=1e-3)
+    assert with_squeezed.r_slope_threshold == pytest.approx(0.4)   # γ̂ = 0.4 (to 1e-9)
+    # the same curve cut to 60 mm is too short to count, and so is a synthetic one
+    short = ScoreCurve("short", real[0].raw[:31], real[0].z_mm[:31] / 1.4, {})
+    synthetic = ScoreCurve("synth_9", squeezed.raw, squeezed.z_mm, {})
+    assert calibrate_from_curves([*real, short, synthetic]).r_slope_threshold == pytest.approx(
+        0.28)

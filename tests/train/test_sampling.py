@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 from bodyscore.errors import InputError
 from bodyscore.train.sampling import (
     epoch_volume_order,
+    mixed_epoch_order,
     rank_batch,
     sample_equidistant_slices,
     steps_per_epoch,
+    synthetic_draw_count,
 )
 
 
@@ -88,3 +90,27 @@ def test_epoch_order_and_rank_batches():
     wrapped = rank_batch(order, step_in_epoch=1, batch_size=3, rank=1, world_size=2)
     np.testing.assert_array_equal(wrapped, order[[9, 0, 1]])
     assert steps_per_epoch(10, batch_size=3, world_size=2) == 2
+
+
+def test_mixed_epoch_order_draws_the_synthetic_share_and_sees_them_all():
+    flags = np.array([False] * 17 + [True] * 40)
+    # 17 real at a 15 % share: round(17 · 0.15 / 0.85) = 3 synthetic per epoch
+    assert synthetic_draw_count(17, 40, 0.15) == 3
+    assert synthetic_draw_count(17, 2, 0.5) == 2        # capped at what there is
+    assert synthetic_draw_count(0, 5, 0.1) == 5         # no real volume: all synthetic
+    assert synthetic_draw_count(17, 40, None) == 40
+    seen: set[int] = set()
+    for epoch in range(60):
+        order = mixed_epoch_order(flags, share=0.15, seed=1, epoch=epoch)
+        assert len(order) == 20
+        assert len(set(order.tolist())) == 20
+        assert sorted(i for i in order if not flags[i]) == list(range(17))
+        seen |= {int(i) for i in order if flags[i]}
+        np.testing.assert_array_equal(
+            order, mixed_epoch_order(flags, share=0.15, seed=1, epoch=epoch))
+    assert seen == set(range(17, 57))   # fresh subsets: every synthetic volume comes up
+    assert not np.array_equal(mixed_epoch_order(flags, share=0.15, seed=1, epoch=0),
+                              mixed_epoch_order(flags, share=0.15, seed=2, epoch=0))
+    np.testing.assert_array_equal(mixed_epoch_order(flags, share=None, seed=3, epoch=4),
+                                  epoch_volume_order(57, seed=3, epoch=4))
+    assert not any(flags[mixed_epoch_order(flags, share=0.0, seed=0, epoch=0)])

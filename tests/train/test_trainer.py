@@ -139,6 +139,12 @@ def test_config_files_load_and_validate(tmp_path: Path):
     bad.write_text("slope_band_per_mm: [0.02, 0.01]\n")
     with pytest.raises(InputError, match="slope_band_per_mm"):
         load_train_config(bad)
+    bad.write_text("synthetic_share: 1.0\n")
+    with pytest.raises(InputError, match="synthetic_share"):
+        load_train_config(bad)
+    bad.write_text("tag_min_present_landmarks: {ABDOMEN: 12}\n")
+    with pytest.raises(InputError, match="tag_min_present_landmarks"):
+        load_train_config(bad)
     bad.write_text("slope_weight: 0.5\nslope_band_per_mm: [0.005, 0.02]\n")
     assert load_train_config(bad).slope_band_per_mm == (0.005, 0.02)
 

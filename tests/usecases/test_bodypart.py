@@ -210,3 +210,12 @@ def test_tag_any_curve_gives_a_known_tag(
     assert _tag(values, lut, extent=extent, valid=valid) in known
     d = body_part_examined(values, lookup_table=lut)  # type: ignore[arg-type]
     assert all(values[i] is not None for idx in d.values() for i in idx)
+
+
+def test_tag_vote_of_a_legs_volume_is_none(lut: dict[str, float]) -> None:
+    # knee to ankle: 337 slices below pelvis_start, the top 13 just inside the pelvis range
+    legs = np.concatenate([np.linspace(-25, -0.5, 337), np.linspace(0.5, 3.0, 13)])
+    assert _tag(legs, lut, extent=350.0) == "NONE"
+    # a hip crop that is 30 % pelvis and 70 % thigh stays PELVIS (legs cannot be voted for)
+    hip = np.concatenate([np.linspace(-8, -0.5, 70), np.linspace(0.5, 12.0, 30)])
+    assert _tag(hip, lut, extent=190.0) == "PELVIS"

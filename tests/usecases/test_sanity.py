@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bodyscore.errors import InputError
-from bodyscore.usecases.sanity import check_sanity
+from bodyscore.usecases.sanity import check_sanity, scored_extent_mm
 
 M_S = 0.11943406374035223  # public model's expected slope m̄s, score units per mm
 
@@ -102,3 +102,22 @@ def test_monotone_curves_and_reversal(values: list[float], dz: float) -> None:
     assert backward.reverse_z_ordering is True
     assert backward.slope_ratio == pytest.approx(forward.slope_ratio)
     assert backward.expected_z_spacing == pytest.approx(-forward.expected_z_spacing)
+
+
+def test_short_volumes_leave_the_spacing_check_undefined_when_asked() -> None:
+    # 20 slices at 2 mm: the scores span 38 mm; γ̂ = 0.5 would fail the check
+    z = np.arange(20) * 2.0
+    scores = 0.5 * M_S * z
+    bpreg_like = check_sanity(scores, z_mm=z, z_spacing_mm=2.0, slope_mean=M_S)
+    assert bpreg_like.valid_z_spacing is False
+    ours = check_sanity(scores, z_mm=z, z_spacing_mm=2.0, slope_mean=M_S, min_extent_mm=100.0)
+    assert ours.valid_z_spacing is None
+    assert ours.reverse_z_ordering is False   # the order check still runs
+    assert ours.relative_error == pytest.approx(0.5)
+    # the extent counts valid scores only: 60 slices at 2 mm with NaN beyond the first 20
+    long_z = np.arange(60) * 2.0
+    padded = np.concatenate([scores, np.full(40, np.nan)])
+    assert scored_extent_mm(padded, long_z) == pytest.approx(38.0)
+    assert check_sanity(0.5 * M_S * long_z, z_mm=long_z, z_spacing_mm=2.0, slope_mean=M_S,
+                        min_extent_mm=100.0).valid_z_spacing is False
+    assert scored_extent_mm([1.0, np.nan], [0.0, 5.0]) == 0.0

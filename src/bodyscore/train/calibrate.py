@@ -31,7 +31,13 @@ Steps (:func:`calibrate_from_curves`, pure numpy):
    the legs pull it down: 0.011–0.043); over the 15 real volumes with ≥ 2 landmarks 0.119,
    the published model's 0.1194. With the low values, correctly scanned chest and head volumes
    failed the z-spacing check (γ̂ up to 1.44) and got the tag NONE.
-7. s0: the raw score of an all-air slice (all −1), measured on the model.
+7. Threshold θ of the z-spacing check, data-driven as the thesis prescribes (sec. 4.3.3: the
+   threshold for which every validation volume passes): the largest γ̂ = |1 − |m_X| / m̄s| of
+   the real calibration volumes whose cleaned scores span at least
+   :data:`~bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM`, never below bpreg's 0.28.
+   The calibration volumes are training volumes, so this θ is fitted in-sample; the
+   cross-validation measures how it carries.
+8. s0: the raw score of an all-air slice (all −1), measured on the model.
 
 :func:`calibrate_model` scores the cached volumes with a torch model and calls the above.
 """
@@ -54,6 +60,11 @@ from bodyscore.evaluate.metrics import EVALUATION_LANDMARKS
 from bodyscore.postprocess import clean_scores, smooth_scores, transform_scores
 from bodyscore.settings import InferenceSettings, LandmarkStats
 from bodyscore.train.data import SYNTHETIC_PREFIX
+from bodyscore.usecases.sanity import (
+    DEFAULT_SLOPE_THRESHOLD,
+    MIN_SPACING_CHECK_EXTENT_MM,
+    scored_extent_mm,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -307,11 +318,47 @@ def calibrate_from_curves(
     if not slopes or float(np.mean(slopes)) <= 0:
         raise ModelError("calibration: the cleaned score curves do not increase along z "
                          "(mean slope <= 0); the model is not trained enough")
+    slope_mean = float(np.mean(slopes))
     return _settings(
         original, transformed, start=start_landmark, end=end_landmark, knots=knots,
-        slope_mean=float(np.mean(slopes)), slope_std=float(np.std(slopes)),
-        slope_median=float(np.median(slopes)), **common,
+        slope_mean=slope_mean, slope_std=float(np.std(slopes)),
+        slope_median=float(np.median(slopes)),
+        r_slope_threshold=slope_threshold(curves, settings=stage, slope_mean=slope_mean),
+        spacing_check_min_extent_mm=MIN_SPACING_CHECK_EXTENT_MM, **common,
     )
+
+
+def slope_threshold(curves: Sequence[ScoreCurve], *, settings: InferenceSettings,
+                    slope_mean: float, floor: float = DEFAULT_SLOPE_THRESHOLD) -> float:
+    """θ of the z-spacing check from calibration curves (module docstring, step 7).
+
+    Parameters
+    ----------
+    curves : sequence of ScoreCurve
+        Calibration curves; synthetic ones (``synth_`` ids) count only when there is no real
+        one, and curves whose cleaned scores span less than
+        :data:`~bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM` never count.
+    settings : InferenceSettings
+        Settings to clean the curves with (transform and tail removal).
+    slope_mean : float
+        m̄s, score units per mm.
+    floor : float
+        Smallest θ returned (bpreg's 0.28).
+
+    Returns
+    -------
+    float
+        max(floor, largest γ̂ among the counted curves rounded up to 0.01).
+    """
+    real = [c for c in curves if not c.volume_id.startswith(SYNTHETIC_PREFIX)]
+    errors = [floor]
+    for curve in real or curves:
+        cleaned = clean_scores(curve.raw, z_mm=curve.z_mm, settings=settings,
+                               empty_mask=curve.empty_mask)
+        long_enough = scored_extent_mm(cleaned.cleaned, curve.z_mm) >= MIN_SPACING_CHECK_EXTENT_MM
+        if long_enough and math.isfinite(cleaned.slope):
+            errors.append(abs(1.0 - abs(cleaned.slope) / slope_mean))
+    return max(floor, math.ceil(100.0 * max(errors) - 1e-9) / 100.0)
 
 
 def score_slices(model: torch.nn.Module, slices: np.ndarray, *, batch_size: int = 64,

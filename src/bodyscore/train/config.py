@@ -60,6 +60,10 @@ class TrainConfig:
         Number of synthetic volumes (:func:`bodyscore.synth.generate_dataset`) added to the data.
     synthetic_config : mapping
         Passed to ``generate_dataset(config=...)``.
+    synthetic_share : float or None
+        Share of each epoch's samples drawn from the synthetic volumes (a fresh random subset
+        each epoch; :func:`bodyscore.train.sampling.mixed_epoch_order`); None: every volume
+        once per epoch, however many synthetic volumes there are.
     cache_dir : str or None
         Prepared-data cache (:func:`bodyscore.train.data.prepare_data`); default ``out_dir/cache``.
     val_fraction : float
@@ -147,6 +151,7 @@ class TrainConfig:
     licences: Mapping[str, str] = field(default_factory=dict)
     synthetic_volumes: int = 0
     synthetic_config: Mapping[str, Any] = field(default_factory=dict)
+    synthetic_share: float | None = None
     cache_dir: str | None = None
     val_fraction: float = 0.2
     model: Mapping[str, Any] = field(default_factory=dict)
@@ -196,6 +201,9 @@ class TrainConfig:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.loss_order not in ("h", "c"):
             problems.append(f"loss_order must be 'h' or 'c', got {self.loss_order!r}")
+        if self.synthetic_share is not None and not 0 <= self.synthetic_share < 1:
+            problems.append(f"synthetic_share must be in [0, 1) or null, got "
+                            f"{self.synthetic_share}")
         if not 0 <= self.val_fraction < 1:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:

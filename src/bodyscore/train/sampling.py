@@ -104,6 +104,44 @@ def epoch_volume_order(n_volumes: int, *, seed: int, epoch: int) -> np.ndarray:
     return rng.permutation(n_volumes)
 
 
+def synthetic_draw_count(n_real: int, n_synthetic: int, share: float | None) -> int:
+    """Synthetic volumes in one epoch: all of them when ``share`` is None (or there is no real
+    volume), else ``round(n_real · share / (1 − share))`` capped at ``n_synthetic``."""
+    if share is None or n_real == 0:
+        return n_synthetic
+    return min(n_synthetic, round(n_real * share / (1.0 - share)))
+
+
+def mixed_epoch_order(is_synthetic: Sequence[bool] | np.ndarray, *, share: float | None,
+                      seed: int, epoch: int) -> np.ndarray:
+    """Shuffled volume order of one epoch with a set share of synthetic volumes.
+
+    Every real volume appears once; of the synthetic ones (``is_synthetic`` True), a fresh
+    random subset of :func:`synthetic_draw_count` volumes is drawn each epoch, so that they make
+    up about ``share`` of the samples while all of them are seen over the epochs. ``share``
+    None: every volume once (:func:`epoch_volume_order`). Reproducible from (seed, epoch).
+
+    Parameters
+    ----------
+    is_synthetic : sequence of bool, shape (n_volumes,)
+    share : float in [0, 1) or None
+    seed, epoch : int
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Volume indices, length n_real + the drawn synthetic count.
+    """
+    flags = np.asarray(is_synthetic, dtype=bool)
+    if share is None:
+        return epoch_volume_order(len(flags), seed=seed, epoch=epoch)
+    rng = np.random.default_rng([seed, epoch, 0x5A4])
+    real, synthetic = np.flatnonzero(~flags), np.flatnonzero(flags)
+    count = synthetic_draw_count(len(real), len(synthetic), share)
+    drawn = rng.choice(synthetic, size=count, replace=False)
+    return rng.permutation(np.concatenate([real, drawn]).astype(np.int64))
+
+
 def rank_batch(order: Sequence[int] | np.ndarray, *, step_in_epoch: int, batch_size: int,
                rank: int = 0, world_size: int = 1) -> np.ndarray:
     """Volume indices of one process for one step.

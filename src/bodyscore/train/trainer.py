@@ -52,13 +52,19 @@ from bodyscore.train.augment import build_augmentations
 from bodyscore.train.calibrate import score_slices
 from bodyscore.train.config import TrainConfig, load_train_config
 from bodyscore.train.data import (
+    SYNTHETIC_PREFIX,
     Manifest,
     VolumeSampleDataset,
     load_manifest,
     prepare_data,
 )
 from bodyscore.train.losses import total_loss
-from bodyscore.train.sampling import epoch_volume_order, rank_batch, steps_per_epoch
+from bodyscore.train.sampling import (
+    mixed_epoch_order,
+    rank_batch,
+    steps_per_epoch,
+    synthetic_draw_count,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -340,6 +346,7 @@ class _Session:
     model: Any
     optimizer: Any
     per_epoch: int
+    synthetic_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     step: int = 0
     window: list[list[float]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -353,6 +360,12 @@ class _Session:
     @property
     def log_path(self) -> Path:
         return self.out / LOG_NAME
+
+
+def _epoch_length(synthetic: np.ndarray, share: float | None) -> int:
+    """Samples in one epoch of :func:`mixed_epoch_order`."""
+    n_real = int(np.count_nonzero(~synthetic))
+    return n_real + synthetic_draw_count(n_real, int(np.count_nonzero(synthetic)), share)
 
 
 def _setup(config: TrainConfig, out: Path) -> _Session:
@@ -385,12 +398,15 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
     model = network
     if dist_info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(network)
+    synthetic = np.array([e.volume_id.startswith(SYNTHETIC_PREFIX) for e in train_set.entries],
+                         dtype=bool)
     return _Session(
         config=config, out=out, cache_dir=cache_dir, dist=dist_info, device=device,
         manifest=manifest, train_set=train_set, val_set=val_set, network=network, model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-        per_epoch=steps_per_epoch(len(train_set), batch_size=config.batch_size,
-                                  world_size=dist_info.world_size),
+        per_epoch=steps_per_epoch(_epoch_length(synthetic, config.synthetic_share),
+                                  batch_size=config.batch_size, world_size=dist_info.world_size),
+        synthetic_mask=synthetic,
     )
 
 
@@ -422,7 +438,8 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
 def _train_step(run: _Session) -> None:
     config = run.config
     epoch, in_epoch = divmod(run.step, run.per_epoch)
-    order = epoch_volume_order(len(run.train_set), seed=config.seed, epoch=epoch)
+    order = mixed_epoch_order(run.synthetic_mask, share=config.synthetic_share,
+                              seed=config.seed, epoch=epoch)
     positions = rank_batch(order, step_in_epoch=in_epoch, batch_size=config.batch_size,
                            rank=run.dist.rank, world_size=run.dist.world_size)
     seeds = np.random.SeedSequence([config.seed, run.step, run.dist.rank]).generate_state(

@@ -24,6 +24,7 @@ import numpy as np
 __all__ = [
     "BODY_REGION_BOUNDARIES",
     "DISTINCT_BODY_PARTS",
+    "MIN_VOTE_SHARE",
     "SHORT_VOLUME_MM",
     "TAG_LANDMARKS",
     "TAG_MIN_PRESENT_LANDMARKS",
@@ -93,6 +94,12 @@ DISTINCT_BODY_PARTS: Mapping[str, tuple[str, str]] = MappingProxyType(
 
 #: Fig. 4.9: volumes shorter than this (z-range in mm) get the per-slice majority tag.
 SHORT_VOLUME_MM = 100.0
+
+#: Share of the valid slices the majority vote's winner needs (ours; bpreg: any). bpreg tags a
+#: knee-to-ankle CT PELVIS when its top 13 of 350 slices score just above pelvis_start; the
+#: legs themselves cannot be voted for (they are out of the tag's scope, thesis sec. 4.3.1).
+#: A hip crop that is 30 % pelvis and 70 % thigh keeps PELVIS.
+MIN_VOTE_SHARE = 0.1
 
 #: Tag returned when nothing can be said.
 NO_TAG = "NONE"
@@ -250,20 +257,23 @@ def _tag_from_landmarks(values: np.ndarray, means: Mapping[str, float],
 
 
 def _tag_by_majority(values: np.ndarray, means: Mapping[str, float]) -> str:
-    votes: Counter[str] = Counter()
     bounds = {
         part: (means[lo], means[hi])
         for part, (lo, hi) in DISTINCT_BODY_PARTS.items()
         if lo in means and hi in means
     }
-    for value in values:
-        for part, (lo, hi) in bounds.items():
-            if lo < value < hi:
-                votes[part] += 1
-                break
+    if not bounds:
+        return NO_TAG
+    valid = values[~np.isnan(values)]
+    votes: Counter[str] = Counter()
+    for value in valid:
+        part = next((p for p, (lo, hi) in bounds.items() if lo < value < hi), None)
+        if part is not None:
+            votes[part] += 1
     if not votes:
         return NO_TAG
-    return votes.most_common(1)[0][0]
+    part, count = votes.most_common(1)[0]
+    return part if count >= MIN_VOTE_SHARE * valid.size else NO_TAG
 
 
 def body_part_examined_tag(
@@ -284,7 +294,8 @@ def body_part_examined_tag(
        filled, as in bpreg).
     3. If ``z_extent_mm`` < 100 mm or no part is visible: every slice votes for the part of
        :data:`DISTINCT_BODY_PARTS` containing its score (strict bounds); the most frequent part
-       wins (ties: first met in slice order); ``"NONE"`` when no slice votes.
+       wins (ties: first met in slice order); ``"NONE"`` when no slice votes. Ours: also
+       ``"NONE"`` when the winner holds less than :data:`MIN_VOTE_SHARE` of the valid slices.
 
     Parameters
     ----------

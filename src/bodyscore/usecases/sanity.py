@@ -20,10 +20,24 @@ import numpy as np
 from bodyscore.errors import InputError
 from bodyscore.postprocess import fit_slope
 
-__all__ = ["DEFAULT_SLOPE_THRESHOLD", "SanityChecks", "check_sanity"]
+__all__ = [
+    "DEFAULT_SLOPE_THRESHOLD",
+    "MIN_SPACING_CHECK_EXTENT_MM",
+    "SanityChecks",
+    "check_sanity",
+    "scored_extent_mm",
+]
 
 #: Threshold θ on the expected relative error γ̂ (thesis sec. 4.3.3, bpreg: 0.28).
 DEFAULT_SLOPE_THRESHOLD = 0.28
+
+#: Shortest z-range of valid cleaned scores (mm) on which models that bodyscore calibrates
+#: decide the z-spacing check (ours; bpreg decides on any length, and bpreg folders keep that).
+#: Over a few centimetres a landmark error of 1–2 score units is a large share of the rise, so
+#: γ̂ is noise: the 38 mm slab ts_petct_slab measured γ̂ = 0.47 with correct spacing. Shorter
+#: volumes get ``valid_z_spacing = None`` (undefined), as the thesis' tag rule already treats
+#: volumes under 10 cm apart (fig. 4.9).
+MIN_SPACING_CHECK_EXTENT_MM = 100.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +57,8 @@ class SanityChecks:
     relative_error : float or None
         γ̂ = |1 − r| (eq. 4.20).
     valid_z_spacing : bool or None
-        γ̂ ≤ θ; None when undefined.
+        γ̂ ≤ θ; None when undefined (slope undefined, or the valid scores span less than
+        ``min_extent_mm``).
     expected_z_spacing : float or None
         ẑ = m_X · dz / m̄s in mm (eq. 4.21, signed like bpreg: negative for reversed volumes).
     threshold : float
@@ -64,6 +79,14 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def scored_extent_mm(cleaned: Sequence[float] | np.ndarray,
+                     z_mm: Sequence[float] | np.ndarray) -> float:
+    """z-range in mm covered by the valid (finite) cleaned scores; 0 with fewer than two."""
+    values = np.asarray(cleaned, dtype=np.float64)
+    z = np.asarray(z_mm, dtype=np.float64)[np.isfinite(values)]
+    return float(z.max() - z.min()) if z.size >= 2 else 0.0
+
+
 def check_sanity(
     cleaned: Sequence[float] | np.ndarray,
     *,
@@ -71,6 +94,7 @@ def check_sanity(
     z_spacing_mm: float,
     slope_mean: float,
     threshold: float = DEFAULT_SLOPE_THRESHOLD,
+    min_extent_mm: float = 0.0,
 ) -> SanityChecks:
     """Reverse z-ordering and z-spacing checks (thesis sec. 4.3.3, eq. 4.19–4.21).
 
@@ -86,6 +110,9 @@ def check_sanity(
         Expected slope m̄s in score units per mm (> 0).
     threshold : float
         θ: the z-spacing is valid when γ̂ ≤ θ (bpreg: invalid iff γ̂ > θ).
+    min_extent_mm : float
+        Valid cleaned scores spanning less than this (mm) leave ``valid_z_spacing`` undefined
+        (None); 0 (default) decides on any length, as bpreg.
 
     Returns
     -------
@@ -104,7 +131,11 @@ def check_sanity(
         expected_slope=float(slope_mean),
         slope_ratio=_finite_or_none(ratio),
         relative_error=_finite_or_none(error),
-        valid_z_spacing=bool(error <= threshold) if math.isfinite(error) else None,
+        valid_z_spacing=(
+            bool(error <= threshold)
+            if math.isfinite(error) and scored_extent_mm(cleaned, z_mm) >= min_extent_mm
+            else None
+        ),
         expected_z_spacing=_finite_or_none(slope * z_spacing_mm / slope_mean),  # eq. 4.21
         threshold=float(threshold),
     )
