@@ -35,6 +35,7 @@ cache is prepared under a file lock.
 from __future__ import annotations
 
 import argparse
+import csv
 import contextlib
 import fcntl
 import hashlib
@@ -320,6 +321,22 @@ def _check_no_leak(package: Path, held: Sequence[str]) -> None:
                              "the fold leaked, delete the fold folder and run it again")
 
 
+def _logged_seconds(log: Path) -> float | None:
+    """Seconds the training log records at its last step (``None`` without a log). Unlike the
+    seconds of the last :func:`train` call, it survives re-packaging a finished fold."""
+    try:
+        with log.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError:
+        return None
+    return float(rows[-1]["seconds"]) if rows and rows[-1].get("seconds") else None
+
+
+def _training_seconds(train: dict[str, Any]) -> float | None:
+    logged = train.get("logged_seconds")
+    return logged if logged is not None else train.get("seconds")
+
+
 def run_fold(config: TrainConfig, fold: Mapping[str, Any], *, annotations: Mapping[str, Any],
              files: Mapping[str, Path], out: Path, steps: int, variant: str) -> dict[str, Any]:
     """Train (or resume) one fold, evaluate it on its held-out volumes, write result.json."""
@@ -341,6 +358,7 @@ def run_fold(config: TrainConfig, fold: Mapping[str, Any], *, annotations: Mappi
         "fold": fold["fold"], "variant": variant, "volumes": list(fold["volumes"]),
         "groups": list(fold["groups"]), "steps": steps, "model_dir": str(package),
         "train": {"seconds": round(float(result.seconds), 1), "step": int(result.step),
+                  "logged_seconds": _logged_seconds(Path(result.log_path)),
                   "resumed_from": int(result.resumed_from),
                   "last_loss": _num(result.last_loss)},
         "evaluation": evaluation,
@@ -420,7 +438,7 @@ def aggregate(folds: Mapping[int, Mapping[str, Any]], *, n_folds: int,
         "folds_present": present,
         "incomplete": bool(missing),
         "missing_folds": missing,
-        "train_seconds": {str(f): folds[f].get("train", {}).get("seconds") for f in present},
+        "train_seconds": {str(f): _training_seconds(folds[f].get("train", {})) for f in present},
         "overall": {
             "mae": _mean_se([e for _, e in errors["medium_high"]]),
             "mae_low_confidence": _mean_se([e for _, e in errors["low"]]),

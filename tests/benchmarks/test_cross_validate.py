@@ -339,3 +339,13 @@ def test_fold_without_package_fails_cleanly(tmp_path: Path,
         cv.run_fold(TrainConfig(), fold, annotations={}, files={}, out=tmp_path, steps=1,
                     variant="baseline")
     assert not (tmp_path / "fold-0" / "result.json").exists()
+
+
+def test_training_seconds_come_from_the_log_and_survive_repackaging(tmp_path: Path) -> None:
+    log = tmp_path / "train_log.csv"
+    log.write_text("step,loss,seconds\n20,1.0,12.5\n40,0.5,30.25\n")
+    assert cv._logged_seconds(log) == 30.25
+    assert cv._logged_seconds(tmp_path / "missing.csv") is None
+    # a finished fold re-packaged takes seconds; its table keeps the logged training time
+    assert cv._training_seconds({"seconds": 28.4, "logged_seconds": 373.9}) == 373.9
+    assert cv._training_seconds({"seconds": 28.4}) == 28.4
