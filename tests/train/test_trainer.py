@@ -129,24 +129,28 @@ def test_config_files_load_and_validate(tmp_path: Path):
     assert default.alpha == 0
     assert default.groups.get("vhf_knee_leg") == default.groups.get("vhf_head")
     assert all(Path(p).is_absolute() for p in default.sources)
+    good = tmp_path / "good.yaml"
+    good.write_text("slope_weight: 0.5\nslope_band_per_mm: [0.005, 0.02]\n"
+                    "tag_min_present_landmarks: {ABDOMEN: 5}\nsynthetic_share: 0.15\n")
+    loaded = load_train_config(good)
+    assert loaded.slope_band_per_mm == (0.005, 0.02)
+    assert dict(loaded.tag_min_present_landmarks) == {"ABDOMEN": 5}
+    assert loaded.synthetic_share == 0.15
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("num_slices: 1\n", "num_slices"),
+    ("learning_rate: 1\n", "unknown keys"),
+    ("slope_band_per_mm: [0.02, 0.01]\n", "slope_band_per_mm"),
+    ("synthetic_share: 1.0\n", "synthetic_share"),
+    ("tag_min_present_landmarks: {ABDOMEN: 12}\n", "tag_min_present_landmarks"),
+    ("tag_min_present_landmarks: {ABDOMEN: many}\n", "tag_min_present_landmarks"),
+])
+def test_bad_config_files_are_rejected(tmp_path: Path, text: str, match: str):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("num_slices: 1\n")
-    with pytest.raises(InputError, match="num_slices"):
+    bad.write_text(text)
+    with pytest.raises(InputError, match=match):
         load_train_config(bad)
-    bad.write_text("learning_rate: 1\n")
-    with pytest.raises(InputError, match="unknown keys"):
-        load_train_config(bad)
-    bad.write_text("slope_band_per_mm: [0.02, 0.01]\n")
-    with pytest.raises(InputError, match="slope_band_per_mm"):
-        load_train_config(bad)
-    bad.write_text("synthetic_share: 1.0\n")
-    with pytest.raises(InputError, match="synthetic_share"):
-        load_train_config(bad)
-    bad.write_text("tag_min_present_landmarks: {ABDOMEN: 12}\n")
-    with pytest.raises(InputError, match="tag_min_present_landmarks"):
-        load_train_config(bad)
-    bad.write_text("slope_weight: 0.5\nslope_band_per_mm: [0.005, 0.02]\n")
-    assert load_train_config(bad).slope_band_per_mm == (0.005, 0.02)
 
 
 def test_slope_band_term_is_logged(cache: Path, tmp_path: Path):
