@@ -99,6 +99,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "slope-band-synthetic": {"slope_weight": 1.0, "synthetic_volumes": 8},
     "slope-band-synthetic-share": {"slope_weight": 1.0, "synthetic_volumes": 40,
                                    "synthetic_share": 0.15},
+    "slope-band-synthetic-order": {"slope_weight": 1.0, "synthetic_volumes": 40,
+                                   "synthetic_share": 0.3, "synthetic_supervision": False},
 }
 
 #: Coarse regions of landmarks.json in anatomical order (caudal → cranial).

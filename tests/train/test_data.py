@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -208,3 +209,22 @@ def test_holdout_goes_to_the_test_split_and_entries_round_trip(tmp_path: Path):
     regions_entry = VolumeEntry.from_json({**entry.to_json(), "regions": [[0, 2, "legs"]]})
     assert regions_entry.regions == ((0, 2, "legs"),)
     assert VolumeEntry.from_json(regions_entry.to_json()) == regions_entry
+
+
+def test_synthetic_volumes_can_teach_the_order_only(tmp_path: Path):
+    slices = np.linspace(-1, 1, 30 * 16 * 16, dtype=np.float32).reshape(30, 16, 16)
+    entries = [replace(cache_volume(tmp_path, vid, slices, spacing_mm=(2.0, 1.0, 1.0),
+                                    landmarks={"L1": 10.0}), regions=((0, 29, "abdomen"),))
+               for vid in ("real", "synth_00001")]
+    kwargs = {"num_slices": 4, "anchor_targets": {"L1": 1.5},
+              "region_bounds": {"abdomen": (1.0, 2.0)}}
+    supervised = VolumeSampleDataset(entries, tmp_path, **kwargs)
+    order_only = VolumeSampleDataset(entries, tmp_path, synthetic_supervision=False, **kwargs)
+    for dataset, synthetic_targets in ((supervised, True), (order_only, False)):
+        real, synth = dataset[(0, 3)], dataset[(1, 3)]
+        assert bool(real["anchor_mask"].all())
+        assert bool(torch.isfinite(real["region_low"]).all())
+        assert bool(synth["anchor_mask"].all()) is synthetic_targets
+        assert bool(torch.isfinite(synth["region_low"]).any()) is synthetic_targets
+    # supervision changes the targets only, never the sampled slices
+    assert torch.equal(supervised[(1, 3)]["slices"], order_only[(1, 3)]["slices"])

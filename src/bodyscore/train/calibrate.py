@@ -396,15 +396,18 @@ def calibrate_model(
     published: InferenceSettings | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 64,
+    include_synthetic: bool = True,
 ) -> InferenceSettings:
     """Score every slice of every cached volume and calibrate (module docstring).
 
     The train and val volumes of the manifest are used (bpreg's ``train_val`` table); the
-    held-out ``"test"`` split never is.
+    held-out ``"test"`` split never is, nor synthetic volumes when ``include_synthetic`` is
+    False (a model that learnt only their order).
     """
     curves = []
     for entry in manifest.volumes:
-        if entry.split == "test":
+        synthetic = entry.volume_id.startswith(SYNTHETIC_PREFIX)
+        if entry.split == "test" or (synthetic and not include_synthetic):
             continue
         array = np.load(Path(cache_dir) / entry.file, mmap_mode="r")
         raw = score_slices(model, array, batch_size=batch_size, device=device)

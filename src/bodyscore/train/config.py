@@ -60,6 +60,10 @@ class TrainConfig:
         Number of synthetic volumes (:func:`bodyscore.synth.generate_dataset`) added to the data.
     synthetic_config : mapping
         Passed to ``generate_dataset(config=...)``.
+    synthetic_supervision : bool
+        False: synthetic volumes teach only the order (order loss and slope band), with no
+        landmark-anchor or region targets, and the calibration leaves them out, so the score
+        scale comes from the real volumes alone.
     synthetic_share : float or None
         Share of each epoch's samples drawn from the synthetic volumes (a fresh random subset
         each epoch; :func:`bodyscore.train.sampling.mixed_epoch_order`); None: every volume
@@ -152,6 +156,7 @@ class TrainConfig:
     synthetic_volumes: int = 0
     synthetic_config: Mapping[str, Any] = field(default_factory=dict)
     synthetic_share: float | None = None
+    synthetic_supervision: bool = True
     cache_dir: str | None = None
     val_fraction: float = 0.2
     model: Mapping[str, Any] = field(default_factory=dict)

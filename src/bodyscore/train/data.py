@@ -578,6 +578,8 @@ class VolumeSampleDataset:
         :func:`dense_anchor_targets`).
     region_bounds : mapping of str to (float or None, float or None), optional
         Coarse region label → raw score interval for the region loss (:func:`region_bounds_of`).
+    synthetic_supervision : bool
+        False: synthetic volumes get no anchor targets and no region bounds (order only).
 
     Notes
     -----
@@ -595,6 +597,7 @@ class VolumeSampleDataset:
                  anchor_extrapolate_mm: float = 50.0,
                  synthetic_anchor_extrapolate_mm: float | None = None,
                  region_bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                 synthetic_supervision: bool = True,
                  ) -> None:
         self.entries = tuple(e for e in entries if e.n_slices >= num_slices)
         dropped = len(entries) - len(self.entries)
@@ -612,6 +615,7 @@ class VolumeSampleDataset:
             else synthetic_anchor_extrapolate_mm
         )
         self.region_bounds = dict(region_bounds or {})
+        self.synthetic_supervision = synthetic_supervision
         self._arrays: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -643,14 +647,17 @@ class VolumeSampleDataset:
         if self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
             x = self.augment(x, generator)
+        synthetic = entry.volume_id.startswith(SYNTHETIC_PREFIX)
         target, mask = dense_anchor_targets(
-            entry.landmarks, self.anchor_targets, sample.indices,
+            entry.landmarks if self.synthetic_supervision or not synthetic else {},
+            self.anchor_targets, sample.indices,
             z_spacing_mm=entry.z_spacing_mm, slope_per_mm=self.anchor_slope_per_mm,
-            extrapolate_mm=(self.synthetic_anchor_extrapolate_mm
-                            if entry.volume_id.startswith(SYNTHETIC_PREFIX)
+            extrapolate_mm=(self.synthetic_anchor_extrapolate_mm if synthetic
                             else self.anchor_extrapolate_mm),
         )
-        low, high = region_bounds_of(entry.regions, self.region_bounds, sample.indices)
+        low, high = region_bounds_of(
+            entry.regions if self.synthetic_supervision or not synthetic else (),
+            self.region_bounds, sample.indices)
         return {
             "slices": x, "delta_h_mm": sample.delta_h_mm,
             "indices": torch.from_numpy(sample.indices),

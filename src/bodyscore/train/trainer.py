@@ -390,6 +390,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
                                     synthetic_anchor_extrapolate_mm=(
                                         config.synthetic_anchor_extrapolate_mm),
                                     region_bounds=config.region_bounds,
+                                    synthetic_supervision=config.synthetic_supervision,
                                     **dataset_args)
     val_set = VolumeSampleDataset(manifest.split("val"), cache_dir, **dataset_args)
     torch.manual_seed(config.seed)
@@ -550,7 +551,8 @@ def _calibrate_and_package(run: _Session) -> tuple[Path | None, InferenceSetting
                  if config.published_settings else None)
     try:
         settings = calibrate_model(run.network, run.manifest, run.cache_dir,
-                                   published=published, device=run.device)
+                                   published=published, device=run.device,
+                                   include_synthetic=config.synthetic_supervision)
         if config.tag_min_present_landmarks:
             settings = dataclasses.replace(
                 settings, tag_min_present_landmarks=dict(config.tag_min_present_landmarks))
