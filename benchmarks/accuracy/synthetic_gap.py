@@ -16,6 +16,7 @@ metric for making ``bodyscore.synth`` look more like real CT.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 
@@ -26,13 +27,22 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from bodyscore import load_model  # noqa: E402
 from bodyscore.inference import predict  # noqa: E402
+from bodyscore.settings import InferenceSettings  # noqa: E402
 from bodyscore.synth import SynthConfig, generate_volume  # noqa: E402
+from bodyscore.usecases.bodypart import landmark_means  # noqa: E402
 
-#: Published (bpreg public model) mean scores of the landmarks between the thighs and L1.
-PUBLISHED = {"pelvis_start": 0.0, "femur_end": 13.616, "L5": 25.532, "pelvis_end": 28.824,
-             "L3": 33.817, "L1": 41.478}
+#: The published (bpreg public model) settings; their look-up table gives the expected scores.
+PUBLISHED = ROOT.parent / "shared" / "data" / "bpreg-public-model" / "inference-settings.json"
+#: Landmarks between the thighs and L1 whose published means make the expected-score line.
+LINE_LANDMARKS = ("pelvis_start", "femur_end", "L5", "pelvis_end", "L3", "L1")
 CONFIG = SynthConfig(in_plane_size=128, in_plane_spacing_mm=(2.5, 3.75),
                      slice_spacing_mm=(2.0, 4.0), max_slices=300, partial_probability=0.0)
+
+
+@functools.cache
+def published_means() -> dict[str, float]:
+    """Landmark → published mean score (read once)."""
+    return landmark_means(InferenceSettings.from_file(PUBLISHED).lookup_table)
 
 
 def crop_bias(seed: int, model: object) -> dict[str, float]:
@@ -41,7 +51,8 @@ def crop_bias(seed: int, model: object) -> dict[str, float]:
     result = predict(ct.volume, model)  # type: ignore[arg-type]
     lm, z = ct.landmarks_mm, ct.volume.z_mm
     scores = np.array([np.nan if s is None else s for s in result.cleaned_scores], dtype=float)
-    knots = sorted((lm[name], value) for name, value in PUBLISHED.items())
+    means = published_means()
+    knots = sorted((lm[name], means[name]) for name in LINE_LANDMARKS)
     expected = np.interp(z, [k[0] for k in knots], [k[1] for k in knots])
     pelvis = (z >= lm["pelvis_start"]) & (z <= lm["pelvis_end"])
     abdomen = (z > lm["pelvis_end"]) & (z <= lm["L1"])

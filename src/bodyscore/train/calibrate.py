@@ -34,9 +34,12 @@ Steps (:func:`calibrate_from_curves`, pure numpy):
 7. Threshold θ of the z-spacing check, data-driven as the thesis prescribes (sec. 4.3.3: the
    threshold for which every validation volume passes): the largest γ̂ = |1 − |m_X| / m̄s| of
    the real calibration volumes whose cleaned scores span at least
-   :data:`~bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM`, never below bpreg's 0.28.
-   The calibration volumes are training volumes, so this θ is fitted in-sample; the
-   cross-validation measures how it carries.
+   :data:`~bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM`, rounded up to 0.01 (like
+   bpreg's 0.28; without it the volume that sets θ passes or fails by float noise between the
+   torch and ONNX backends), never below 0.28. The calibration volumes are training volumes,
+   so this θ is fitted in-sample; the cross-validation measures how it carries. Shorter
+   volumes also leave the check undefined at inference (``spacing_check_min_extent_mm``;
+   bpreg decides on any length).
 8. s0: the raw score of an all-air slice (all −1), measured on the model.
 
 :func:`calibrate_model` scores the cached volumes with a torch model and calls the above.
@@ -57,7 +60,7 @@ import numpy as np
 
 from bodyscore.errors import ModelError
 from bodyscore.evaluate.metrics import EVALUATION_LANDMARKS
-from bodyscore.postprocess import clean_scores, smooth_scores, transform_scores
+from bodyscore.postprocess import CleanedScores, clean_scores, smooth_scores, transform_scores
 from bodyscore.settings import InferenceSettings, LandmarkStats
 from bodyscore.train.data import SYNTHETIC_PREFIX
 from bodyscore.usecases.sanity import (
@@ -307,39 +310,42 @@ def calibrate_from_curves(
     }
     stage = _settings(original, transformed, start=start_landmark, end=end_landmark,
                       knots=knots, slope_mean=1.0, **common)
-    pinned = [c for c, scores in zip(curves, landmark_scores, strict=True)
-              if not c.volume_id.startswith(SYNTHETIC_PREFIX) and len(scores) >= 2]
-    slopes = []
-    for curve in pinned if len(pinned) >= min_real_for_slope else curves:
-        cleaned = clean_scores(curve.raw, z_mm=curve.z_mm, settings=stage,
-                               empty_mask=curve.empty_mask)
-        if math.isfinite(cleaned.slope):
-            slopes.append(cleaned.slope)
+    synthetic = [c.volume_id.startswith(SYNTHETIC_PREFIX) for c in curves]
+    pinned = [i for i, (synth, scores) in enumerate(zip(synthetic, landmark_scores, strict=True))
+              if not synth and len(scores) >= 2]
+    slope_set = pinned if len(pinned) >= min_real_for_slope else list(range(len(curves)))
+    threshold_set = [i for i, synth in enumerate(synthetic) if not synth] or list(
+        range(len(curves)))
+    cleaned = {i: clean_scores(curves[i].raw, z_mm=curves[i].z_mm, settings=stage,
+                               empty_mask=curves[i].empty_mask)
+               for i in sorted({*slope_set, *threshold_set})}
+    slopes = [cleaned[i].slope for i in slope_set if math.isfinite(cleaned[i].slope)]
     if not slopes or float(np.mean(slopes)) <= 0:
         raise ModelError("calibration: the cleaned score curves do not increase along z "
                          "(mean slope <= 0); the model is not trained enough")
     slope_mean = float(np.mean(slopes))
+    threshold = slope_threshold([cleaned[i] for i in threshold_set],
+                                [curves[i].z_mm for i in threshold_set], slope_mean=slope_mean)
     return _settings(
         original, transformed, start=start_landmark, end=end_landmark, knots=knots,
         slope_mean=slope_mean, slope_std=float(np.std(slopes)),
-        slope_median=float(np.median(slopes)),
-        r_slope_threshold=slope_threshold(curves, settings=stage, slope_mean=slope_mean),
+        slope_median=float(np.median(slopes)), r_slope_threshold=threshold,
         spacing_check_min_extent_mm=MIN_SPACING_CHECK_EXTENT_MM, **common,
     )
 
 
-def slope_threshold(curves: Sequence[ScoreCurve], *, settings: InferenceSettings,
+def slope_threshold(cleaned: Sequence[CleanedScores], z_mm: Sequence[np.ndarray], *,
                     slope_mean: float, floor: float = DEFAULT_SLOPE_THRESHOLD) -> float:
-    """θ of the z-spacing check from calibration curves (module docstring, step 7).
+    """θ of the z-spacing check from cleaned calibration curves (module docstring, step 7).
 
     Parameters
     ----------
-    curves : sequence of ScoreCurve
-        Calibration curves; synthetic ones (``synth_`` ids) count only when there is no real
-        one, and curves whose cleaned scores span less than
-        :data:`~bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM` never count.
-    settings : InferenceSettings
-        Settings to clean the curves with (transform and tail removal).
+    cleaned : sequence of CleanedScores
+        Cleaned curves of the calibration volumes that count: the real ones (the synthetic
+        ones only when there is no real one). Curves whose valid scores span less than
+        :data:`~bodyscore.usecases.sanity.MIN_SPACING_CHECK_EXTENT_MM` are skipped.
+    z_mm : sequence of numpy.ndarray
+        Slice positions of each curve, mm.
     slope_mean : float
         m̄s, score units per mm.
     floor : float
@@ -350,14 +356,11 @@ def slope_threshold(curves: Sequence[ScoreCurve], *, settings: InferenceSettings
     float
         max(floor, largest γ̂ among the counted curves rounded up to 0.01).
     """
-    real = [c for c in curves if not c.volume_id.startswith(SYNTHETIC_PREFIX)]
     errors = [floor]
-    for curve in real or curves:
-        cleaned = clean_scores(curve.raw, z_mm=curve.z_mm, settings=settings,
-                               empty_mask=curve.empty_mask)
-        long_enough = scored_extent_mm(cleaned.cleaned, curve.z_mm) >= MIN_SPACING_CHECK_EXTENT_MM
-        if long_enough and math.isfinite(cleaned.slope):
-            errors.append(abs(1.0 - abs(cleaned.slope) / slope_mean))
+    for curve, z in zip(cleaned, z_mm, strict=True):
+        long_enough = scored_extent_mm(curve.cleaned, z) >= MIN_SPACING_CHECK_EXTENT_MM
+        if long_enough and math.isfinite(curve.slope):
+            errors.append(abs(1.0 - abs(curve.slope) / slope_mean))
     return max(floor, math.ceil(100.0 * max(errors) - 1e-9) / 100.0)
 
 

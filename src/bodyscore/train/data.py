@@ -263,6 +263,13 @@ def cache_volume(
     )
 
 
+def _source_index(volume: Any) -> np.ndarray:
+    """Index in the stored slice order of each canonical slice (identity when not reordered)."""
+    if volume.source_slice_index is None:
+        return np.arange(volume.array.shape[0])
+    return np.asarray(volume.source_slice_index, dtype=int)
+
+
 def canonical_landmark_indices(
     annotation: VolumeAnnotation | None, volume: Any
 ) -> dict[str, float]:
@@ -275,8 +282,7 @@ def canonical_landmark_indices(
     if annotation is None:
         return {}
     n = volume.array.shape[0]
-    source_index = (np.arange(n) if volume.source_slice_index is None
-                    else np.asarray(volume.source_slice_index, dtype=float))
+    source_index = _source_index(volume).astype(float)
     order = np.argsort(source_index)
     affine = np.asarray(volume.affine, dtype=float)
     centre = np.array([(volume.array.shape[2] - 1) / 2, (volume.array.shape[1] - 1) / 2])
@@ -305,10 +311,7 @@ def canonical_region_ranges(
     """
     if annotation is None or not annotation.regions:
         return ()
-    n = volume.array.shape[0]
-    source_index = (np.arange(n) if volume.source_slice_index is None
-                    else np.asarray(volume.source_slice_index, dtype=int))
-    canonical_of = {int(k): i for i, k in enumerate(source_index)}
+    canonical_of = {int(k): i for i, k in enumerate(_source_index(volume))}
     ranges = []
     for region in annotation.regions:
         ks = [canonical_of[k] for k in range(region.k_first, region.k_last + 1)
@@ -648,15 +651,16 @@ class VolumeSampleDataset:
             generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
             x = self.augment(x, generator)
         synthetic = entry.volume_id.startswith(SYNTHETIC_PREFIX)
+        supervised = self.synthetic_supervision or not synthetic
         target, mask = dense_anchor_targets(
-            entry.landmarks if self.synthetic_supervision or not synthetic else {},
+            entry.landmarks if supervised else {},
             self.anchor_targets, sample.indices,
             z_spacing_mm=entry.z_spacing_mm, slope_per_mm=self.anchor_slope_per_mm,
             extrapolate_mm=(self.synthetic_anchor_extrapolate_mm if synthetic
                             else self.anchor_extrapolate_mm),
         )
         low, high = region_bounds_of(
-            entry.regions if self.synthetic_supervision or not synthetic else (),
+            entry.regions if supervised else (),
             self.region_bounds, sample.indices)
         return {
             "slices": x, "delta_h_mm": sample.delta_h_mm,

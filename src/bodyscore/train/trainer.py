@@ -77,6 +77,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 LOG_COLUMNS = ("step", "epoch", "loss", "loss_order", "loss_distance", "loss_anchor",
                "loss_region", "loss_slope", "val_order_accuracy", "val_landmark_spread", "seconds")
+#: Values per step in a log window: the total loss and each term (the ``loss*`` columns).
+_N_LOSS_TERMS = sum(column.startswith("loss") for column in LOG_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -420,7 +422,7 @@ def _resume(run: _Session) -> None:
     _set_rng_state(state["rng"])
     run.step = int(state["step"])
     # windows of checkpoints written before the region/slope terms are shorter: pad with 0
-    run.window = [[*w, *[0.0] * (6 - len(w))] for w in state.get("window", [])]
+    run.window = [[*w, *[0.0] * (_N_LOSS_TERMS - len(w))] for w in state.get("window", [])]
     run.rows = _read_log(run.log_path, up_to_step=run.step)
     logger.info("resumed from %s at step %d", run.checkpoint_path, run.step)
 
