@@ -1,11 +1,12 @@
-"""Write ``model-card.md`` of the default model from the measured accuracy files.
+"""Write ``model-card.md`` of a bundled model from the measured accuracy files.
 
     python benchmarks/accuracy/write_model_card.py --package src/bodyscore/models/default \
         --final benchmarks/accuracy/default/accuracy.json \
         --cv benchmarks/accuracy/cv/cv.md \
         --ablations benchmarks/accuracy/ablations/ablations.md \
+        --other-cv "real-only (2026.11.3)=benchmarks/accuracy/cv/recipe-2026.11.3/cv.json" \
         --log src/bodyscore/models/default/training-log.csv \
-        --manifest runs/default-v2/cache/manifest.json
+        --manifest benchmarks/accuracy/default/manifest.json
 
 Every number in the card comes from those files (``evaluate_model.py``, ``cross_validate.py``
 and ``ablation_table.py`` output) or from the package itself; the prose around them is fixed.
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,104 @@ def _embedded(markdown: Path) -> str:
     return "\n".join("##" + line if line.startswith("#") else line for line in lines).strip()
 
 
+def _cv_headline(cv: dict[str, Any]) -> str:
+    """MAE ± SE, 5-class accuracy and the three checks of one cross-validation summary."""
+    o = cv["overall"]
+    acc = o["accuracy_5class"]
+    checks = o["checks"]
+    return (f"{_fmt(o['mae']['mean'])} ± {_fmt(o['mae']['se'])} | "
+            f"{_fmt(None if acc['mean'] is None else 100 * acc['mean'], 0)} % | "
+            f"{checks.get('increasing', '–')} | "
+            f"{checks.get('reversed copies flagged (>= 10 cm)', '–')} | "
+            f"{checks.get('tag matches README', '–')}")
+
+
+def paired_mae_difference(current: dict[str, Any], earlier: dict[str, Any]
+                          ) -> tuple[float, float, int] | None:
+    """Mean ± SE over volumes of (current − earlier) per-volume held-out landmark MAE.
+
+    Both summaries must come from the same folds (``fold_table``) and steps per fold; only
+    volumes with a MAE in both count. None when fewer than two volumes do.
+    """
+    same_protocol = all(current.get(k) == earlier.get(k) for k in ("fold_table", "steps"))
+    if not same_protocol:
+        return None
+    diffs = [row["mae"] - earlier["volumes"][vid]["mae"]
+             for vid, row in current["volumes"].items()
+             if row.get("mae") is not None
+             and earlier["volumes"].get(vid, {}).get("mae") is not None]
+    if len(diffs) < 2:
+        return None
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    return mean, sd / math.sqrt(len(diffs)), len(diffs)
+
+
+def cv_comparison(current: dict[str, Any], earlier: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown table: this recipe's cross-validation beside other recipes' (label → cv.json)."""
+    rows = ["| recipe | landmark MAE ± SE | 5-class accuracy | increasing | reversed copies "
+            "flagged | tag matches | MAE difference, this recipe − that one (paired over "
+            "volumes, ± SE) |", "|---|---|---|---|---|---|---|"]
+    rows.append(f"| this model's recipe | {_cv_headline(current)} | – |")
+    for label, cv in earlier.items():
+        paired = paired_mae_difference(current, cv)
+        diff = ("other folds or steps" if paired is None
+                else f"{paired[0]:+.2f} ± {paired[1]:.2f} (n={paired[2]})")
+        rows.append(f"| {label} | {_cv_headline(cv)} | {diff} |")
+    return rows
+
+
+#: What each bundled model is for (the card's first sentence).
+ROLES = {
+    "default": "The model `bodyscore predict` uses when no `--model` is given, trained on real "
+               "and synthetic CT",
+    "real-only": "The bundled model trained on real CT only (`--model real-only`), the "
+                 "default model's recipe without synthetic CT; it was the default up to "
+                 "2026.11.3",
+}
+
+
+def _data_text(n_real: int, real_slices: int, n_synth: int, *, share: float) -> str:
+    """The card's training-data bullet: the real volumes and, if any, the synthetic ones."""
+    text = (f"- Data: all {n_real} real volumes of the project's development set ({real_slices} "
+            "slices; list and licences below)")
+    if n_synth:
+        text += (f" and {n_synth} synthetic whole-body CT volumes of `bodyscore.synth` (seeds "
+                 f"0–{n_synth - 1}, exact landmarks; no third-party data), about "
+                 f"{100 * share:.0f} % of the samples. They are what teaches the model the "
+                 "synthetic domain: without them two held-out synthetic abdomen crops score "
+                 "downwards (model `real-only`). They cost real-CT accuracy; how much is in the "
+                 "cross-validation below (40 of them, in 2026.11.1, about tripled the error).")
+    else:
+        text += (". No synthetic CT: on one fold every amount of `bodyscore.synth` volumes "
+                 "tried made the held-out real-CT error worse (Ablations), and the model that "
+                 "trains with them is the default one.")
+    return textwrap.fill(text + " No validation split: every real volume trains; the honest "
+                         "estimate is the cross-validation.", width=96,
+                         subsequent_indent="  ")
+
+
+def _synthetic_limit(n_synth: int) -> str:
+    if n_synth:
+        text = ("- The synthetic volumes are still unlike real CT (`docs/synth.md`): the model "
+                "scores held-out synthetic volumes in the right order because it has seen "
+                "synthetic CT, and their landmark error (above) stays several times that of "
+                "the real volumes.")
+    else:
+        text = ("- Synthetic CT is out of this model's domain: held-out synthetic abdomen crops "
+                "(L5 to L1, L5 to L3) score downwards (`docs/synth.md`); the default model, "
+                "trained with synthetic volumes, scores them in order.")
+    return textwrap.fill(text, width=96, subsequent_indent="  ")
+
+
+def _synthetic_credit(n_synth: int) -> str:
+    used = (f"part of the training data (seeds 0–{n_synth - 1}) and of" if n_synth
+            else "used only for")
+    return textwrap.fill(f"The synthetic volumes of `bodyscore.synth` (no third-party data) are "
+                         f"{used} the held-out check above (seeds 900000 and up, never trained "
+                         "on).", width=96)
+
+
 def _log_summary(log: Path) -> str:
     with log.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -116,15 +217,23 @@ def _log_summary(log: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--package", type=Path, required=True)
+    parser.add_argument("--name", default="default", choices=sorted(ROLES),
+                        help="the package's registry name")
     parser.add_argument("--final", type=Path, required=True)
     parser.add_argument("--cv", type=Path, required=True, help="cross_validate.py's cv.md")
     parser.add_argument("--ablations", type=Path, required=True,
                         help="ablation_table.py's ablations.md")
+    parser.add_argument("--other-cv", action="append", default=[], metavar="LABEL=CV_JSON",
+                        help="another recipe's cross_validate.py cv.json, compared in the card "
+                             "(repeatable)")
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, required=True,
                         help="the final run's cache manifest.json")
     args = parser.parse_args()
     final = json.loads(args.final.read_text())
+    current_cv = json.loads(args.cv.with_suffix(".json").read_text())
+    other_cv = {label: json.loads(Path(path).read_text())
+                  for label, _, path in (item.partition("=") for item in args.other_cv)}
     config = json.loads((args.package / "config.json").read_text())
     settings = json.loads((args.package / "inference-settings.json").read_text())
     size_mb = sum(f.stat().st_size for f in args.package.iterdir() if f.is_file()) / 2**20
@@ -137,9 +246,14 @@ def main() -> int:
         size_mb=size_mb,
         params=f"{config['parameters']:,}" if "parameters" in config else "≈0.6 M",
         training=_log_summary(args.log),
+        name=args.name,
+        role=textwrap.fill(ROLES[args.name] + ". It is a light convolutional network", width=96),
         n_real=len(real),
-        real_slices=sum(v["shape"][0] for v in real),
-        n_synth=len(synth),
+        data=_data_text(len(real), sum(v["shape"][0] for v in real), len(synth),
+                        share=config.get("training", {}).get("synthetic_share")
+                        or len(synth) / max(len(volumes), 1)),
+        synthetic_limit=_synthetic_limit(len(synth)),
+        synthetic_credit=_synthetic_credit(len(synth)),
         n_knots=len(knots),
         slope_mean=settings["slope_mean"],
         t_min=settings["lower_quantile_tangential_slope"],
@@ -150,6 +264,8 @@ def main() -> int:
         theta=settings.get("bodyscore", {}).get("r_slope_threshold", 0.28),
         min_extent=settings.get("bodyscore", {}).get("spacing_check_min_extent_mm", 0.0),
         cv=_embedded(args.cv),
+        cv_dir=args.cv.parent.as_posix(),
+        cv_comparison="\n".join(cv_comparison(current_cv, other_cv)),
         ablations=_embedded(args.ablations),
         final_table="\n".join(_landmark_table(final)),
         final_checks="\n".join(_checks(final)),
@@ -163,9 +279,9 @@ def main() -> int:
 
 
 TEMPLATE = """\
-# bodyscore default model {version}
+# bodyscore model `{name}` {version}
 
-The model `bodyscore predict` uses when no `--model` is given: a light convolutional network
+{role}
 (VGG-style, 5 stages of 3×3 convolutions with batch normalisation, widths 16-32-64-128-128,
 {params} parameters) with bpreg's head (1×1 conv 512 → ReLU → global average pool → linear),
 trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term, a
@@ -180,11 +296,7 @@ production use, load bpreg's public model (`--model bpreg-public`) or train on m
 
 ## Training
 
-- Data: all {n_real} real volumes of the project's development set ({real_slices} slices; list
-  and licences below); {n_synth} synthetic volumes. The synthetic whole-body CT of
-  `bodyscore.synth` was part of the recipe until 2026.11.1 and is left out since: with it the
-  cross-validated landmark error on real CT was about three times higher (see Ablations). No
-  validation split: every real volume trains; the honest estimate is the cross-validation.
+{data}
 - Preprocessing: thesis sec. 4.1.1 (HU clip [-1000, 1500] → [-1, 1], 3.5 mm in-plane with
   Gaussian anti-aliasing, 128 × 128), identical to bpreg's.
 - Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); batch 8 volumes.
@@ -205,8 +317,8 @@ production use, load bpreg's public model (`--model bpreg-public`) or train on m
 - Optimiser: Adam, lr 1e-3 → 3e-4 (step 1150) → 1e-4 (step 1700); {training}
   (one torch thread, sharing the 2 cores with cross-validation runs; 2026.11.2's 2,000 steps
   took 19 min on the idle CPU).
-- Reproduce: `bodyscore train configs/default.yaml -o runs/default` (the run writes
-  `runs/default/model`; its log is `training-log.csv` in this folder, its config
+- Reproduce: `bodyscore train configs/{name}.yaml -o runs/{name}` (the run writes
+  `runs/{name}/model`; its log is `training-log.csv` in this folder, its config
   `training-config.yaml`).
 
 ## Calibration (bodyscore calibrate / train/calibrate.py)
@@ -242,14 +354,14 @@ Landmark errors are against the published bpreg scale in score units (0 = pelvis
 
 ### Honest estimate: cross-validation over the real volumes
 
-Produced by `benchmarks/accuracy/cross_validate.py` (`benchmarks/accuracy/cv/`): the same recipe
+Produced by `benchmarks/accuracy/cross_validate.py` (`{cv_dir}/`): the same recipe
 trained once per fold with the fold's real volumes held out of training, validation and
 calibration (vhf_head and vhf_knee_leg are one body and share a fold). Each fold trains fewer
 steps than the shipped model (see below), so these figures are, if anything, pessimistic.
-The 2026.11.2 recipe (no slope band) measured 5.42 ± 0.72 on the same folds and steps
-(`benchmarks/accuracy/cv/recipe-2026.11.2/`), with 12/20 held-out volumes increasing, 12/19
-reversed copies flagged and 9/20 tags: the slope band buys monotone curves and tags for about
-one score unit of landmark error (1.5 standard errors, not a paired test).
+Other recipes (their `cv.json` under `benchmarks/accuracy/cv/`; the paired difference needs the
+same folds and steps):
+
+{cv_comparison}
 
 {cv}
 
@@ -285,9 +397,7 @@ training).
   score below 0, without landmarks to fix how far.
 - The tag follows the thesis's decision tree: a volume of 100 mm or more whose fitted slope
   differs by more than θ = {theta:.2f} from m̄s gets `NONE`.
-- Synthetic CT is out of this model's domain: held-out synthetic abdomen crops (L5 to L1, L5 to
-  L3) score downwards. Training with synthetic volumes did not fix that at any share tried and
-  made real-CT accuracy worse each time (Ablations).
+{synthetic_limit}
 - 5-class accuracy needs both boundary landmarks of a class in one volume; few real volumes
   have them.
 
@@ -297,8 +407,7 @@ The weights and settings are derived from the data below and from the published 
 (CC BY-SA 4.0), so this model package is distributed under **CC BY-SA 4.0**. Credit:
 
 {attribution}
-The synthetic volumes of `bodyscore.synth` (no third-party data) are used only for the held-out
-synthetic check above; they are not in the training data of this version.
+{synthetic_credit}
 """
 
 if __name__ == "__main__":
