@@ -88,3 +88,39 @@ def test_dicom_folder_and_nifti_give_the_same_scores(
     index = np.searchsorted(z_nifti, z_dicom)
     assert np.allclose(z_nifti[index], z_dicom, atol=0.01)
     np.testing.assert_allclose(raw_dicom, raw_nifti[index], atol=1e-4)
+
+
+#: The held-out synthetic check of benchmarks/accuracy/evaluate_model.py (seeds 900000 + i).
+HELD_OUT_SYNTHETIC = {"in_plane_size": 128, "in_plane_spacing_mm": (2.5, 3.75),
+                      "slice_spacing_mm": (1.0, 5.0), "max_slices": 300}
+
+
+@pytest.mark.parametrize("seed", [900003, 900004])
+def test_held_out_synthetic_abdomen_crops_increase(
+    seed: int, default_model  # type: ignore[no-untyped-def]
+) -> None:
+    """The two synthetic crops from L5 up (L5…L1, L5…L3) that 2026.11.2–2026.11.3 scored
+    downwards (issue 4 acceptance: every held-out synthetic volume increases)."""
+    from bodyscore.synth import SynthConfig, generate_volume
+
+    volume = generate_volume(seed, SynthConfig(**HELD_OUT_SYNTHETIC)).volume
+    forward = bodyscore.predict(volume, default_model)
+    backward = bodyscore.predict(volume.reversed_slices(with_affine=False), default_model)
+    assert forward.observed_slope is not None
+    assert forward.observed_slope > 0
+    assert forward.reverse_z_ordering is False
+    assert backward.reverse_z_ordering is True
+
+
+def test_real_only_model_is_bundled_and_offline(ct_dir: Path) -> None:
+    """The second bundled model (issue 4): the recipe without synthetic CT, model 2026.11.3."""
+    try:
+        model = bodyscore.load_model("real-only")
+    except ModelError:
+        pytest.skip("the real-only model package is not installed")
+    assert model.info["name"] == "bodyscore-real-only"
+    assert model.info["backend"] == "onnx"
+    volume = bodyscore.read_volume(ct_dir / "lidc0314_chest.nii.gz")
+    result = bodyscore.predict(volume, model)
+    assert result.reverse_z_ordering is False
+    assert result.body_part_examined_tag == "CHEST"

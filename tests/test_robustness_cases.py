@@ -103,12 +103,23 @@ TRUNK_TAG_PARTS = frozenset(TAG_LANDMARKS)
 CONFIDENT = frozenset({"medium", "high"})
 
 
-#: Known failures of the bundled default model (2026.11.3), measured 2026-11-24 with
+#: Known failures of the bundled default model (2026.11.4), measured 2026-11-24 with
 #: ``benchmarks/accuracy/evaluate_model.py``: (check, input) → what was measured. They are
 #: strict xfails, so a model that fixes one turns the test red until the entry is removed.
-#: 2026.11.3 fixed the nine of 2026.11.2 (the flat sts002 curve, the z-spacing of the sts001/
-#: sts002 crops and of the legs, their tags, the cadaver head's regions); none is left.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+#: 2026.11.3 (now the bundled ``real-only`` model) had none; these five are what training with
+#: 8 synthetic volumes cost on the real training volumes (README, "The cost of the synthetic
+#: volumes").
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    ("landmarks", "vhf_head.nii.gz"): "C4 8.8 score units off (tolerance 8)",
+    ("regions", "sts003_extremity_crop.nii.gz"):
+        "71 % of its 51 slices in the annotated region (floor 80 %)",
+    ("regions", "openkbp_test291_hn.nii.gz"):
+        "79 % of its 118 slices in the annotated region (floor 80 %)",
+    ("regions", "openkbp_train126_hn.nii.gz"):
+        "80 % (0.797) of its 128 slices in the annotated region (floor 80 %)",
+    ("regions", "unc_cthead_cadaver_head.nii.gz"):
+        "78 % of its 111 slices in the annotated region (floor 80 %)",
+}
 
 
 def _params(inputs: list[tuple[str, str]], check: str = "") -> list[Any]:

@@ -9,7 +9,7 @@
 set -eu
 cd "$(dirname "$0")/../.."
 mkdir -p runs
-for variant in baseline with-synthetic no-regions no-anchors no-augment res64 \
+for variant in baseline no-synthetic with-synthetic no-regions no-anchors no-augment res64 \
     slope-band-synthetic slope-band-synthetic-share slope-band-synthetic-order; do
   python benchmarks/accuracy/cross_validate.py --config configs/default.yaml --folds 5 \
     --only-folds 0 --steps 500 --variant "$variant" --threads 1 \

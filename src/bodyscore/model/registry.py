@@ -1,6 +1,10 @@
 """Known models, where they come from, and :func:`load_model`.
 
-* ``"default"`` — the package shipped inside bodyscore (``bodyscore/models/default/``).
+* ``"default"`` — the package shipped inside bodyscore (``bodyscore/models/default/``),
+  trained on the project's real CT and synthetic CT.
+* ``"real-only"`` — also shipped (``bodyscore/models/real-only/``): the same recipe without
+  synthetic CT (model 2026.11.3); lower cross-validated error on real CT, but it puts synthetic
+  CT of :mod:`bodyscore.synth` partly in the wrong order. See the README's model section.
 * ``"bpreg-public"`` — bpreg's public model (Schuhegger 2021, zenodo record 5113483,
   CC BY-SA 4.0), downloaded on first use into the user cache folder.
 
@@ -33,6 +37,7 @@ __all__ = [
     "BPREG_PUBLIC",
     "DEFAULT",
     "KNOWN_MODELS",
+    "REAL_ONLY",
     "ModelEntry",
     "fetch_model",
     "list_models",
@@ -54,7 +59,8 @@ class ModelEntry:
     description : str
         One line for ``bodyscore models``.
     url : str or None
-        Zip archive holding the package folder; None for the bundled model.
+        Zip archive holding the package folder; None for a model bundled with bodyscore (in
+        ``bodyscore/models/<name>/``).
     sha256 : str or None
         Expected sha256 of the archive; None when unknown (recorded on first download).
     licence : str
@@ -74,7 +80,7 @@ class ModelEntry:
         """True when the model can be loaded without downloading (bundled or cached)."""
         if self.url is None:
             try:
-                _bundled_default()
+                _bundled(self.name)
             except ModelError:
                 return False
             return True
@@ -84,7 +90,14 @@ class ModelEntry:
 
 DEFAULT = ModelEntry(
     name="default",
-    description="bodyscore's bundled model (installed with the package)",
+    description="bodyscore's bundled model, real + synthetic CT (installed with the package)",
+    licence="CC BY-SA 4.0",
+)
+
+REAL_ONLY = ModelEntry(
+    name="real-only",
+    description="bodyscore's bundled model trained on real CT only (better on real CT, "
+                "not on synthetic CT)",
     licence="CC BY-SA 4.0",
 )
 
@@ -101,7 +114,7 @@ BPREG_PUBLIC = ModelEntry(
     ),
 )
 
-KNOWN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (DEFAULT, BPREG_PUBLIC)}
+KNOWN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (DEFAULT, REAL_ONLY, BPREG_PUBLIC)}
 
 
 def list_models() -> list[ModelEntry]:
@@ -109,10 +122,11 @@ def list_models() -> list[ModelEntry]:
     return list(KNOWN_MODELS.values())
 
 
-def _bundled_default() -> Path:
-    folder = resources.files("bodyscore").joinpath("models").joinpath("default")
+def _bundled(name: str) -> Path:
+    """Folder of the model package ``name`` shipped in ``bodyscore/models/``."""
+    folder = resources.files("bodyscore").joinpath("models").joinpath(name)
     if not (folder.is_dir() and folder.joinpath(CONFIG_FILE).is_file()):
-        raise ModelError("no default model is installed; pass --model PATH")
+        raise ModelError(f"the bundled model {name!r} is not installed; pass --model PATH")
     return Path(str(folder))
 
 
@@ -230,7 +244,7 @@ def resolve_model_folder(
     if isinstance(name_or_path, str) and name_or_path in KNOWN_MODELS:
         entry = KNOWN_MODELS[name_or_path]
         if entry.url is None:
-            return _bundled_default()
+            return _bundled(entry.name)
         return fetch_model(entry, cache_dir=cache_dir)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
