@@ -22,6 +22,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from bodyscore.train.data import is_synthetic
+
 ATTRIBUTION = """\
 | volumes | licence | attribution |
 |---|---|---|
@@ -115,20 +117,20 @@ def _cv_headline(cv: dict[str, Any]) -> str:
             f"{checks.get('tag matches README', '–')}")
 
 
-def paired_mae_difference(current: dict[str, Any], earlier: dict[str, Any]
+def paired_mae_difference(current: dict[str, Any], other: dict[str, Any]
                           ) -> tuple[float, float, int] | None:
-    """Mean ± SE over volumes of (current − earlier) per-volume held-out landmark MAE.
+    """Mean ± SE over volumes of (current − other) per-volume held-out landmark MAE.
 
     Both summaries must come from the same folds (``fold_table``) and steps per fold; only
     volumes with a MAE in both count. None when fewer than two volumes do.
     """
-    same_protocol = all(current.get(k) == earlier.get(k) for k in ("fold_table", "steps"))
+    same_protocol = all(current.get(k) == other.get(k) for k in ("fold_table", "steps"))
     if not same_protocol:
         return None
-    diffs = [row["mae"] - earlier["volumes"][vid]["mae"]
+    diffs = [row["mae"] - other["volumes"][vid]["mae"]
              for vid, row in current["volumes"].items()
              if row.get("mae") is not None
-             and earlier["volumes"].get(vid, {}).get("mae") is not None]
+             and other["volumes"].get(vid, {}).get("mae") is not None]
     if len(diffs) < 2:
         return None
     mean = sum(diffs) / len(diffs)
@@ -136,13 +138,13 @@ def paired_mae_difference(current: dict[str, Any], earlier: dict[str, Any]
     return mean, sd / math.sqrt(len(diffs)), len(diffs)
 
 
-def cv_comparison(current: dict[str, Any], earlier: dict[str, dict[str, Any]]) -> list[str]:
+def cv_comparison(current: dict[str, Any], others: dict[str, dict[str, Any]]) -> list[str]:
     """Markdown table: this recipe's cross-validation beside other recipes' (label → cv.json)."""
     rows = ["| recipe | landmark MAE ± SE | 5-class accuracy | increasing | reversed copies "
             "flagged | tag matches | MAE difference, this recipe − that one (paired over "
             "volumes, ± SE) |", "|---|---|---|---|---|---|---|"]
     rows.append(f"| this model's recipe | {_cv_headline(current)} | – |")
-    for label, cv in earlier.items():
+    for label, cv in others.items():
         paired = paired_mae_difference(current, cv)
         diff = ("other folds or steps" if paired is None
                 else f"{paired[0]:+.2f} ± {paired[1]:.2f} (n={paired[2]})")
@@ -239,8 +241,8 @@ def main() -> int:
     size_mb = sum(f.stat().st_size for f in args.package.iterdir() if f.is_file()) / 2**20
     knots = settings.get("bodyscore", {}).get("calibration", [])
     volumes = json.loads(args.manifest.read_text())["volumes"]
-    real = [v for v in volumes if not v["volume_id"].startswith("synth_")]
-    synth = [v for v in volumes if v["volume_id"].startswith("synth_")]
+    real = [v for v in volumes if not is_synthetic(v["volume_id"])]
+    synth = [v for v in volumes if is_synthetic(v["volume_id"])]
     text = TEMPLATE.format(
         version=config.get("model_version", "?"),
         size_mb=size_mb,

@@ -30,23 +30,23 @@ def _cv(maes: dict[str, float | None], *, steps: int = 500,
 
 
 def test_paired_difference_hand_worked() -> None:
-    # differences a: +1, b: +3 (c has no MAE in the earlier run: left out) -> mean 2,
+    # differences a: +1, b: +3 (c has no MAE in the other run: left out) -> mean 2,
     # sd sqrt(2), SE 1
     current = _cv({"a": 5.0, "b": 7.0, "c": 1.0})
-    earlier = _cv({"a": 4.0, "b": 4.0, "c": None})
-    mean, se, n = card.paired_mae_difference(current, earlier)
+    other = _cv({"a": 4.0, "b": 4.0, "c": None})
+    mean, se, n = card.paired_mae_difference(current, other)
     assert (mean, n) == (2.0, 2)
     assert math.isclose(se, 1.0)
 
 
-@pytest.mark.parametrize("earlier", [
+@pytest.mark.parametrize("other", [
     _cv({"a": 4.0, "b": 4.0}, steps=1000),
     _cv({"a": 4.0, "b": 4.0}, folds=FOLDS[:1]),
     _cv({"a": 4.0, "b": None}),
 ])
 def test_paired_difference_needs_the_same_protocol_and_two_volumes(
-        earlier: dict[str, Any]) -> None:
-    assert card.paired_mae_difference(_cv({"a": 5.0, "b": 7.0}), earlier) is None
+        other: dict[str, Any]) -> None:
+    assert card.paired_mae_difference(_cv({"a": 5.0, "b": 7.0}), other) is None
 
 
 def test_comparison_table_rows() -> None:

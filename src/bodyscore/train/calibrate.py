@@ -62,7 +62,7 @@ from bodyscore.errors import ModelError
 from bodyscore.evaluate.metrics import EVALUATION_LANDMARKS
 from bodyscore.postprocess import CleanedScores, clean_scores, smooth_scores, transform_scores
 from bodyscore.settings import InferenceSettings, LandmarkStats
-from bodyscore.train.data import SYNTHETIC_PREFIX
+from bodyscore.train.data import is_synthetic
 from bodyscore.usecases.sanity import (
     DEFAULT_SLOPE_THRESHOLD,
     MIN_SPACING_CHECK_EXTENT_MM,
@@ -310,7 +310,7 @@ def calibrate_from_curves(
     }
     stage = _settings(original, transformed, start=start_landmark, end=end_landmark,
                       knots=knots, slope_mean=1.0, **common)
-    synthetic = [c.volume_id.startswith(SYNTHETIC_PREFIX) for c in curves]
+    synthetic = [is_synthetic(c.volume_id) for c in curves]
     pinned = [i for i, (synth, scores) in enumerate(zip(synthetic, landmark_scores, strict=True))
               if not synth and len(scores) >= 2]
     slope_set = pinned if len(pinned) >= min_real_for_slope else list(range(len(curves)))
@@ -409,7 +409,7 @@ def calibrate_model(
     """
     curves = []
     for entry in manifest.volumes:
-        synthetic = entry.volume_id.startswith(SYNTHETIC_PREFIX)
+        synthetic = is_synthetic(entry.volume_id)
         if entry.split == "test" or (synthetic and not include_synthetic):
             continue
         array = np.load(Path(cache_dir) / entry.file, mmap_mode="r")

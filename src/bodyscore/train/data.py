@@ -55,6 +55,7 @@ __all__ = [
     "canonical_landmark_indices",
     "canonical_region_ranges",
     "dense_anchor_targets",
+    "is_synthetic",
     "load_manifest",
     "prepare_data",
     "region_bounds_of",
@@ -559,6 +560,11 @@ def region_bounds_of(
 SYNTHETIC_PREFIX = "synth_"
 
 
+def is_synthetic(volume_id: str) -> bool:
+    """True for a volume of a :mod:`bodyscore.synth` dataset (by its id)."""
+    return volume_id.startswith(SYNTHETIC_PREFIX)
+
+
 class VolumeSampleDataset:
     """Training items from a cache: m equidistant, augmented slices of one volume.
 
@@ -650,7 +656,7 @@ class VolumeSampleDataset:
         if self.augment is not None:
             generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
             x = self.augment(x, generator)
-        synthetic = entry.volume_id.startswith(SYNTHETIC_PREFIX)
+        synthetic = is_synthetic(entry.volume_id)
         supervised = self.synthetic_supervision or not synthetic
         target, mask = dense_anchor_targets(
             entry.landmarks if supervised else {},

@@ -52,9 +52,9 @@ from bodyscore.train.augment import build_augmentations
 from bodyscore.train.calibrate import score_slices
 from bodyscore.train.config import TrainConfig, load_train_config
 from bodyscore.train.data import (
-    SYNTHETIC_PREFIX,
     Manifest,
     VolumeSampleDataset,
+    is_synthetic,
     load_manifest,
     prepare_data,
 )
@@ -401,8 +401,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
     model = network
     if dist_info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(network)
-    synthetic = np.array([e.volume_id.startswith(SYNTHETIC_PREFIX) for e in train_set.entries],
-                         dtype=bool)
+    synthetic = np.array([is_synthetic(e.volume_id) for e in train_set.entries], dtype=bool)
     return _Session(
         config=config, out=out, cache_dir=cache_dir, dist=dist_info, device=device,
         manifest=manifest, train_set=train_set, val_set=val_set, network=network, model=model,
