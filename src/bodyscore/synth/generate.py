@@ -23,11 +23,21 @@ from bodyscore.synth.anatomy import LANDMARK_NAMES, BodyPlan, sample_body_plan
 from bodyscore.synth.phantom import Grid, render
 from bodyscore.volume import Volume
 
-__all__ = ["SynthConfig", "SyntheticCT", "generate_dataset", "generate_volume", "regions_for"]
+__all__ = [
+    "SYNTHETIC_PREFIX",
+    "SynthConfig",
+    "SyntheticCT",
+    "generate_dataset",
+    "generate_volume",
+    "regions_for",
+]
 
 logger = logging.getLogger(__name__)
 
 REGION_LABELS = ("legs", "pelvis", "abdomen", "chest", "shoulder-neck", "head")
+
+#: Volume ids (and file names) of the datasets :func:`generate_dataset` writes start with this.
+SYNTHETIC_PREFIX = "synth_"
 
 
 @dataclass(frozen=True)
@@ -333,7 +343,7 @@ def generate_dataset(
     }
     for i in range(n):
         ct = generate_volume(seed + i, config)
-        name = f"synth_{seed + i:05d}.nii.gz"
+        name = f"{SYNTHETIC_PREFIX}{seed + i:05d}.nii.gz"
         image = nib.Nifti1Image(np.asarray(ct.volume.array).T, ct.volume.affine)
         image.header.set_xyzt_units("mm")
         _write_atomic(out / name, gzip.compress(image.to_bytes(), compresslevel=1))

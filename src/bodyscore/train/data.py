@@ -37,6 +37,7 @@ import numpy as np
 from bodyscore.errors import InputError
 from bodyscore.evaluate.landmarks import VolumeAnnotation, read_landmarks, volume_id_from_path
 from bodyscore.export.atomic import atomic_path, atomic_write_text
+from bodyscore.synth.generate import SYNTHETIC_PREFIX
 from bodyscore.train.sampling import sample_equidistant_slices
 
 if TYPE_CHECKING:
@@ -554,10 +555,6 @@ def region_bounds_of(
         low[inside] = -np.inf if lo is None else lo
         high[inside] = np.inf if hi is None else hi
     return low, high
-
-
-#: Volume ids of :mod:`bodyscore.synth` datasets start with this.
-SYNTHETIC_PREFIX = "synth_"
 
 
 def is_synthetic(volume_id: str) -> bool:
