@@ -35,12 +35,34 @@ def _row(cv: dict[str, Any]) -> dict[str, str]:
         "acc5": _value(overall.get("accuracy_5class"), 100.0, 1),
         "region": _value(overall.get("region_accuracy"), 100.0, 1),
         **{name: str(value) for name, value in checks.items()},
+        **_real_cells(cv.get("real_volumes") or {}),
+    }
+
+
+def _count(rate: dict[str, int] | None) -> str:
+    return f"{rate['passed']}/{rate['total']}" if rate else "–"
+
+
+def _real_cells(real: dict[str, Any]) -> dict[str, str]:
+    """Columns from every held-out real volume (issue 17): monotony, independence, legs."""
+    overall = (real.get("monotony") or {}).get("overall") or {}
+    independence = (real.get("independence") or {}).get("mean_std")
+    legs = real.get("legs") or {}
+    return {
+        "all held-out real: increasing": _count(overall.get("increasing")),
+        "all held-out real: reversed flagged": _count(overall.get("reversed_copy_flagged")),
+        "independence: mean std at contour boundaries": (
+            "–" if independence is None else f"{independence:.2f}"),
+        "legs slices < 0": (f"{legs['below_zero']}/{legs['slices']}" if legs.get("slices")
+                            else "–"),
     }
 
 
 def _protocol(cv: dict[str, Any]) -> tuple[Any, ...]:
-    folds = tuple(tuple(f["volumes"]) for f in cv["fold_table"]
-                  if f["fold"] in cv["folds_present"])
+    """Steps and held-out annotated volumes of the folds present: recipes that train with
+    different unlabelled volumes are compared on the same annotated folds."""
+    folds = tuple(tuple(v for v in f["volumes"] if v not in f.get("unlabelled", ()))
+                  for f in cv["fold_table"] if f["fold"] in cv["folds_present"])
     return cv["steps"], folds
 
 

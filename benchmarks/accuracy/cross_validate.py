@@ -35,8 +35,8 @@ cache is prepared under a file lock.
 from __future__ import annotations
 
 import argparse
-import csv
 import contextlib
+import csv
 import fcntl
 import hashlib
 import importlib.util
@@ -71,10 +71,11 @@ from bodyscore.train.config import TrainConfig, load_train_config  # noqa: E402
 log = logging.getLogger("cross_validate")
 
 
-def _load_evaluate_model() -> ModuleType:
-    """``evaluate_model.py`` of this folder, imported by path (benchmarks is no package)."""
-    path = Path(__file__).resolve().with_name("evaluate_model.py")
-    spec = importlib.util.spec_from_file_location("bodyscore_benchmark_evaluate_model", path)
+def load_benchmark_module(name: str) -> ModuleType:
+    """A module of this folder (``evaluate_model.py``, ``real_checks.py``), imported by path
+    (benchmarks is no package)."""
+    path = Path(__file__).resolve().with_name(name)
+    spec = importlib.util.spec_from_file_location(f"bodyscore_benchmark_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise ImportError(f"{path}: cannot import the shared evaluation")
     module = importlib.util.module_from_spec(spec)
@@ -83,7 +84,8 @@ def _load_evaluate_model() -> ModuleType:
     return module
 
 
-em = _load_evaluate_model()
+em = load_benchmark_module("evaluate_model.py")
+rc = load_benchmark_module("real_checks.py")
 
 #: Config overrides of each ``--variant`` (ablations of issue 11).
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -101,6 +103,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                    "synthetic_share": 0.15},
     "slope-band-synthetic-order": {"slope_weight": 1.0, "synthetic_volumes": 40,
                                    "synthetic_share": 0.3, "synthetic_supervision": False},
+    # issue 17, against configs/all-real.yaml (paths relative to the repository root)
+    "no-unlabelled": {"unlabelled_sources": [], "weak_label_files": [],
+                      "region_balanced": False},
+    "no-openkbp": {"unlabelled_sources": ["../shared/data/ct-unlabelled/*.nii.gz"]},
+    "correspondence": {"correspondence_weight": 1.0, "structure_files": [
+        "../shared/data/ct-unlabelled/openkbp/structures.json"]},
+    "lung-anchors": {"auto_lung_anchors": True},
+    "res128": {"preprocessing": {}},
 }
 
 #: Coarse regions of landmarks.json in anatomical order (caudal → cranial).
@@ -117,6 +127,10 @@ REGION_BOUNDS: tuple[tuple[str, str, bool], ...] = (
 )
 
 VALIDATE_NEVER_BEFORE_END = 10**9
+
+#: OpenKBP contour extents of the shared data (independence figure, thesis table 5.10).
+SHARED_STRUCTURES = (ROOT.parent / "shared" / "data" / "ct-unlabelled" / "openkbp"
+                     / "structures.json")
 
 
 # -- folds ---------------------------------------------------------------------------------------
@@ -175,27 +189,61 @@ def assign_folds(groups: Mapping[str, Sequence[str]], regions: Mapping[str, str]
     return out
 
 
-def fold_table(config: TrainConfig, annotations: Mapping[str, VolumeAnnotation], *,
-               n_folds: int) -> list[dict[str, Any]]:
-    """Folds of the config's real volumes: ``[{"fold", "groups", "volumes", "regions"}]``."""
-    ids = [volume_id_from_path(s) for s in config.sources]
-    if not ids:
-        raise InputError("train config: no real volumes in 'sources'; list the CT files")
+def _group_members(ids: Sequence[str], groups: Mapping[str, str]) -> dict[str, list[str]]:
     members: dict[str, list[str]] = {}
     for vid in ids:
-        members.setdefault(config.groups.get(vid, vid), []).append(vid)
-    group_region = {}
+        members.setdefault(groups.get(vid, vid), []).append(vid)
+    return members
+
+
+def _group_regions(members: Mapping[str, Sequence[str]],
+                   annotations: Mapping[str, VolumeAnnotation]) -> dict[str, str]:
+    out = {}
     for group, vids in members.items():
         merged = tuple(r for v in vids for r in (annotations[v].regions if v in annotations
                                                    else ()))
-        group_region[group] = volume_region(VolumeAnnotation(group, None, {}, merged))
-    assignment = assign_folds(members, group_region, n_folds=n_folds, seed=config.seed)
+        out[group] = volume_region(VolumeAnnotation(group, None, {}, merged))
+    return out
+
+
+def fold_table(config: TrainConfig, annotations: Mapping[str, VolumeAnnotation], *,
+               n_folds: int, weak: Mapping[str, VolumeAnnotation] | None = None
+               ) -> list[dict[str, Any]]:
+    """Folds of the config's real volumes: ``[{"fold", "groups", "volumes", "regions",
+    "unlabelled"}]``.
+
+    The annotated ``sources`` are dealt first, exactly as without unlabelled volumes (so the
+    annotated folds of older cross-validations stay comparable, volume by volume); then the
+    ``unlabelled_sources``: a volume of a group already dealt joins its fold (one body, one
+    fold), the other groups are dealt the same way among themselves (regions from the weak
+    labels ``weak``). ``volumes`` lists every held-out volume, ``unlabelled`` those without
+    landmarks.
+    """
+    ids = [volume_id_from_path(s) for s in config.sources]
+    if not ids:
+        raise InputError("train config: no real volumes in 'sources'; list the CT files")
+    members = _group_members(ids, config.groups)
+    assignment = assign_folds(members, _group_regions(members, annotations),
+                              n_folds=n_folds, seed=config.seed)
+    unlabelled = [volume_id_from_path(s) for s in config.unlabelled_sources]
+    loose = _group_members(unlabelled, config.groups)
+    joined = {g: assignment[g] for g in loose if g in assignment}
+    free = {g: v for g, v in loose.items() if g not in joined}
+    if len(free) == 1:  # assign_folds needs two groups: the lone one goes to fold 0
+        joined |= dict.fromkeys(free, 0)
+    elif free:
+        joined |= assign_folds(free, _group_regions(free, weak or {}),
+                               n_folds=min(n_folds, len(free)), seed=config.seed)
+    everyone = {**members, **{g: [*members.get(g, []), *v] for g, v in loose.items()}}
+    labels = {**(weak or {}), **annotations}
     return [{
         "fold": f,
-        "groups": sorted(g for g, a in assignment.items() if a == f),
-        "volumes": sorted(v for g, a in assignment.items() if a == f for v in members[g]),
-        "regions": {v: volume_region(annotations.get(v)) for g, a in sorted(assignment.items())
+        "groups": sorted(g for g, a in {**joined, **assignment}.items() if a == f),
+        "volumes": sorted(v for g, a in {**joined, **assignment}.items() if a == f
+                          for v in everyone[g]),
+        "regions": {v: volume_region(labels.get(v)) for g, a in sorted(assignment.items())
                     if a == f for v in members[g]},
+        "unlabelled": sorted(v for g, a in joined.items() if a == f for v in loose[g]),
     } for f in range(n_folds)]
 
 
@@ -238,9 +286,12 @@ def scale_milestones(milestones: Sequence[tuple[int, float]], *, steps: int,
 
 
 def cache_key(config: TrainConfig) -> str:
-    """Hash of what the prepared data depend on beyond the sources: preprocessing and the
-    synthetic volumes (count, settings, seed). Same key → the cache can be shared."""
+    """Hash of what the prepared data depend on: the volume files, preprocessing and the
+    synthetic volumes (count, settings, seed). Same key → the cache can be shared (recipes
+    with other volumes get their own: a run rewrites the cache's manifest with its own
+    volumes, and another run's volumes would be prepared again)."""
     content = {
+        "sources": sorted(map(str, (*config.sources, *config.unlabelled_sources))),
         "preprocessing": PreprocessingConfig.from_dict(config.preprocessing).to_dict(),
         "synthetic_volumes": config.synthetic_volumes,
         "synthetic_config": dict(config.synthetic_config) if config.synthetic_volumes else {},
@@ -254,7 +305,7 @@ def fold_config(config: TrainConfig, fold: Mapping[str, Any], *, steps: int, out
                 variant: str, threads: int | None = None) -> TrainConfig:
     """The training config of one fold (module docstring, point 2)."""
     held = list(fold["volumes"])
-    real = [volume_id_from_path(s) for s in config.sources]
+    real = [volume_id_from_path(s) for s in (*config.sources, *config.unlabelled_sources)]
     return config.replace(
         name=f"{config.name}-cv-{variant}-fold{fold['fold']}",
         holdout=tuple(held),
@@ -310,6 +361,17 @@ def run_training(config: TrainConfig, out_dir: Path) -> Any:
     return train(config, out_dir=out_dir)
 
 
+def _finished_training(fold_dir: Path) -> Any:
+    """What :func:`run_training` returned for a fold whose ``result.json`` exists."""
+    from types import SimpleNamespace
+
+    previous = json.loads((fold_dir / "result.json").read_text(encoding="utf-8"))
+    train = previous["train"]
+    return SimpleNamespace(package_dir=previous["model_dir"], seconds=train["seconds"],
+                           step=train["step"], log_path=fold_dir / "train_log.csv",
+                           resumed_from=train["resumed_from"], last_loss=train["last_loss"])
+
+
 def _check_no_leak(package: Path, held: Sequence[str]) -> None:
     """Fail when the package's model card lists a held-out volume in another split."""
     card = package / "model-card.md"
@@ -340,12 +402,22 @@ def _training_seconds(train: dict[str, Any]) -> float | None:
 
 
 def run_fold(config: TrainConfig, fold: Mapping[str, Any], *, annotations: Mapping[str, Any],
-             files: Mapping[str, Path], out: Path, steps: int, variant: str) -> dict[str, Any]:
-    """Train (or resume) one fold, evaluate it on its held-out volumes, write result.json."""
+             files: Mapping[str, Path], out: Path, steps: int, variant: str,
+             boundaries: Mapping[str, Mapping[str, float]] | None = None,
+             weak_labels: Mapping[str, VolumeAnnotation] | None = None,
+             train: bool = True) -> dict[str, Any]:
+    """Train (or resume) one fold, evaluate it on its held-out volumes, write result.json.
+
+    Annotated volumes get the landmark metrics and checks of ``evaluate_model.py`` and the
+    z-spacing replay; unlabelled ones the monotony checks and, with ``boundaries`` (volume
+    id → contour boundary → slice index) and ``weak_labels`` (their coarse regions), the
+    scores at their contour boundaries and the region checks. ``train`` False re-evaluates
+    the package of a finished fold (``--re-evaluate``) without training.
+    """
     from bodyscore.model import load_model
 
     fold_dir = out / f"fold-{fold['fold']}"
-    result = run_training(config, fold_dir)
+    result = run_training(config, fold_dir) if train else _finished_training(fold_dir)
     if result.package_dir is None:
         raise InputError(f"{fold_dir}: training wrote no model package (calibration failed, "
                          "see the log); fix the recipe and run the fold again")
@@ -356,6 +428,16 @@ def run_fold(config: TrainConfig, fold: Mapping[str, Any], *, annotations: Mappi
     evaluation = em.evaluate_volumes(
         model, held, {v: files[v] for v in held}, published=em.published_table(),
         cache=fold_dir / "eval-cache", split=dict.fromkeys(held, "test"))
+    evaluation["z_spacing_replay"] = {
+        v: rc.z_spacing_replay(files[v], model) for v in sorted(held)
+        if evaluation["volumes"][v]["z_extent_mm"] >= rc.MIN_EXTENT_MM}
+    evaluation["unlabelled"] = {}
+    for vid in fold.get("unlabelled", ()):
+        log.info("monotony checks on held-out %s", vid)
+        weak = weak_labels.get(vid) if weak_labels else None
+        evaluation["unlabelled"][vid] = rc.monotony_checks(
+            files[vid], model, positions=(boundaries or {}).get(vid),
+            regions=[(r.k_first, r.k_last, r.label) for r in (weak.regions if weak else ())])
     data = {
         "fold": fold["fold"], "variant": variant, "volumes": list(fold["volumes"]),
         "groups": list(fold["groups"]), "steps": steps, "model_dir": str(package),
@@ -393,8 +475,52 @@ def _landmarks(fold: Mapping[str, Any], confidence: str, reference: str) -> dict
     return dict(block.get(reference, {}).get("per_volume", {}))
 
 
+def aggregate_real(folds: Mapping[int, Mapping[str, Any]], regions: Mapping[str, str]
+                   ) -> dict[str, Any]:
+    """Figures over every held-out real volume, annotated or not (issue 17, item 3).
+
+    ``monotony``: increasing / reversed copy flagged (volumes >= 10 cm) overall, per body
+    region (``regions``) and per slice-thickness class; ``independence``: thesis table 5.10
+    over the held-out volumes with contour boundaries; ``z_spacing_replay``: the check's
+    verdicts with the header's z spacing scaled by 1 + γ (annotated volumes >= 10 cm);
+    ``mae_per_thickness``: landmark MAE (medium/high confidence) per thickness class.
+    """
+    checks: dict[str, Mapping[str, Any]] = {}
+    boundary_scores: dict[str, Mapping[str, float | None]] = {}
+    replays: dict[str, Mapping[str, bool | None]] = {}
+    thickness_errors: dict[str, list[float]] = {}
+    for fold in folds.values():
+        evaluation = fold["evaluation"]
+        checks.update(evaluation["volumes"])
+        checks.update(evaluation.get("unlabelled", {}))
+        boundary_scores.update({v: c["position_scores"] for v, c in
+                                evaluation.get("unlabelled", {}).items()
+                                if c.get("position_scores")})
+        replays.update(evaluation.get("z_spacing_replay", {}))
+        for vid, v in _landmarks(fold, "medium_high", "vs_published").items():
+            spacing = evaluation["volumes"].get(vid, {}).get("z_spacing_mm")
+            if spacing is not None:
+                thickness_errors.setdefault(rc.thickness_class(spacing), []).extend(
+                    abs(e) for e in v["errors"].values() if e is not None)
+    thickness = {v: rc.thickness_class(c["z_spacing_mm"]) for v, c in checks.items()
+                 if c.get("z_spacing_mm") is not None}
+    return {
+        "monotony": {
+            "overall": rc.group_rates(checks, dict.fromkeys(checks, "all"))["all"]
+            if checks else {},
+            "per_region": rc.group_rates(checks, {v: regions.get(v, "unknown") for v in checks}),
+            "per_thickness": rc.group_rates(checks, thickness),
+        },
+        "independence": rc.independence_table(boundary_scores),
+        "z_spacing_replay": rc.replay_rates(replays),
+        "legs": rc.legs_summary(checks),
+        "mae_per_thickness": {k: _mean_se(v) for k, v in sorted(thickness_errors.items())},
+    }
+
+
 def aggregate(folds: Mapping[int, Mapping[str, Any]], *, n_folds: int,
-              published: Mapping[str, float], header: Mapping[str, Any]) -> dict[str, Any]:
+              published: Mapping[str, float], header: Mapping[str, Any],
+              regions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Pool the fold results (``result.json`` contents) into the cross-validation summary.
 
     Landmark MAE is the mean of |error| over every (held-out volume, landmark) pair vs the
@@ -454,6 +580,7 @@ def aggregate(folds: Mapping[int, Mapping[str, Any]], *, n_folds: int,
         "landmark_regions": {n: landmark_region(n, published)
                              for n in sorted(m.canonical_table(published))},
         "volumes": rows,
+        "real_volumes": aggregate_real(folds, regions or {}),
     }
 
 
@@ -494,6 +621,7 @@ def render_markdown(cv: Mapping[str, Any]) -> str:
     lines += ["", "## Landmark MAE per body region (medium/high confidence)", "",
               "| region | MAE ± SE (n landmarks) |", "|---|---|"]
     lines += [f"| {r} | {_pm(s)} |" for r, s in cv["per_region_mae"].items()]
+    lines += _real_markdown(cv.get("real_volumes"))
     lines += ["", "Region of a landmark: by its published score — legs < pelvis_start ≤ pelvis ≤ "
               "pelvis_end < abdomen < lung_start ≤ chest ≤ lung_end < neck ≤ C1 < head.", "",
               "## Per volume", "",
@@ -509,6 +637,45 @@ def render_markdown(cv: Mapping[str, Any]) -> str:
             f"{_yes(not r['consistent_flip_flagged'])} / "
             f"{_yes(r['consistent_flip_same_scores'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _count(rate: Mapping[str, int]) -> str:
+    return f"{rate['passed']}/{rate['total']}" if rate else "–"
+
+
+def _real_markdown(real: Mapping[str, Any] | None) -> list[str]:
+    """The sections of :func:`aggregate_real` (none for older results without them)."""
+    if not real:
+        return []
+    mono = real["monotony"]
+    lines = ["", "## Every held-out real volume (annotated and unlabelled, >= 10 cm)", "",
+             "| group | volumes | increasing | reversed copy flagged |", "|---|---|---|---|"]
+    rows = [("all", mono["overall"])] if mono["overall"] else []
+    rows += [(f"region: {k}", v) for k, v in mono["per_region"].items()]
+    rows += [(f"slices {k}", v) for k, v in mono["per_thickness"].items()]
+    lines += [f"| {name} | {r.get('n_volumes', '–')} | {_count(r.get('increasing', {}))} | "
+              f"{_count(r.get('reversed_copy_flagged', {}))} |" for name, r in rows]
+    lines += ["", "## Landmark MAE per slice thickness (annotated volumes)", "",
+              "| slices | MAE ± SE (n landmarks) |", "|---|---|"]
+    lines += [f"| {k} | {_pm(v)} |" for k, v in real["mae_per_thickness"].items()]
+    lines += ["", "## z-spacing check, header z spacing × (1 + γ) (annotated volumes >= 10 cm; "
+              "thesis sec. 5.2.3)", "", "| γ | flagged / defined (of total) |", "|---|---|"]
+    lines += [f"| {g} | {r['flagged']}/{r['defined']} ({r['total']}) |"
+              for g, r in real["z_spacing_replay"].items()]
+    legs = real.get("legs", {})
+    if legs.get("slices"):
+        lines += ["", f"Slices labelled legs scoring below 0 (pelvis_start): "
+                  f"{legs['below_zero']}/{legs['slices']} ("
+                  + ", ".join(f"{v}: {r['below_zero']}/{r['slices']}"
+                              for v, r in legs["per_volume"].items()) + ")"]
+    ind = real["independence"]
+    lines += ["", "## Independence: score std at contour boundaries over held-out patients "
+              "(thesis table 5.10)", "",
+              f"mean std over boundaries: {_fmt(ind['mean_std'])}", "",
+              "| boundary | std | mean score | patients |", "|---|---|---|---|"]
+    lines += [f"| {b} | {_fmt(r['std'])} | {_fmt(r['mean'])} | {r['n']} |"
+              for b, r in ind["per_boundary"].items()]
+    return lines
 
 
 # -- provenance ----------------------------------------------------------------------------------
@@ -571,8 +738,17 @@ def _parser() -> argparse.ArgumentParser:
                         metavar="KEY=JSON", help="extra config override (repeatable)")
     parser.add_argument("--only-folds", default=None, help="comma-separated fold indices")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (num_threads)")
+    parser.add_argument("--label", default=None,
+                        help="name of the run in cv.json and the ablation table (default: the "
+                        "variant)")
+    parser.add_argument("--re-evaluate", action="store_true",
+                        help="evaluate the packages of finished folds again (no training)")
     parser.add_argument("--aggregate-only", action="store_true",
                         help="only rebuild cv.json / cv.md from the fold results present")
+    parser.add_argument("--structures", type=Path, action="append",
+                        default=[SHARED_STRUCTURES] if SHARED_STRUCTURES.is_file() else [],
+                        help="contour extents (structures.json) for the independence figure "
+                        "when the config names none")
     parser.add_argument("-o", "--output", type=Path, required=True)
     return parser
 
@@ -589,23 +765,55 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _annotations(files: Sequence[str]) -> dict[str, VolumeAnnotation]:
+    annotations: dict[str, VolumeAnnotation] = {}
+    for path in files:
+        annotations.update(read_landmarks(Path(path)))
+    return annotations
+
+
+def _boundaries(files: Sequence[str | Path]) -> dict[str, dict[str, float]]:
+    """Volume id → contour boundary → slice index, from ``structures.json`` files."""
+    from bodyscore.train.correspondence import read_structure_boundaries
+
+    out: dict[str, dict[str, float]] = {}
+    for path in files:
+        out.update(read_structure_boundaries(Path(path)))
+    return out
+
+
+def volume_regions(config: TrainConfig, labels: Mapping[str, VolumeAnnotation]
+                   ) -> dict[str, str]:
+    """Body region of every real volume for the per-region figures: the config's
+    ``volume_regions`` rule, else the coarse region with most labelled slices."""
+    from bodyscore.train.sources import match_rule
+
+    ids = [volume_id_from_path(s) for s in (*config.sources, *config.unlabelled_sources)]
+    return {v: match_rule(config.volume_regions, v) or volume_region(labels.get(v))
+            for v in ids}
+
+
 def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     base = load_train_config(args.config)
     config = variant_config(base, args.variant, parse_overrides(args.overrides))
-    annotations: dict[str, VolumeAnnotation] = {}
-    for path in config.landmark_files:
-        annotations.update(read_landmarks(Path(path)))
-    folds = fold_table(config, annotations, n_folds=args.folds)
+    # the protocol (folds, held-out volumes, their labels) is the base config's; a variant
+    # changes what trains, so "no-unlabelled" is still checked on the held-out unlabelled CT
+    annotations = _annotations(base.landmark_files)
+    weak = _annotations(base.weak_label_files)
+    folds = fold_table(base, annotations, n_folds=args.folds, weak=weak)
     out: Path = args.output
     _write_or_check_folds(out, folds)
-    files = {volume_id_from_path(s): Path(s) for s in config.sources}
+    files = {volume_id_from_path(s): Path(s)
+             for s in (*base.sources, *base.unlabelled_sources)}
+    boundaries = _boundaries(base.structure_files or config.structure_files or args.structures)
     failed: list[int] = []
     if not args.aggregate_only:
         wanted = (range(args.folds) if args.only_folds is None
                   else [int(f) for f in args.only_folds.split(",") if f.strip()])
         for index in wanted:
             fold = folds[index]
-            if (out / f"fold-{index}" / "result.json").is_file():
+            done = (out / f"fold-{index}" / "result.json").is_file()
+            if done and not args.re_evaluate:
                 log.info("fold %d: result.json present, skipped", index)
                 continue
             cfg = fold_config(config, fold, steps=args.steps, out=out, variant=args.variant,
@@ -614,7 +822,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
                      len(cfg.train_only), ", ".join(fold["volumes"]))
             try:
                 run_fold(cfg, fold, annotations=annotations, files=files, out=out,
-                         steps=args.steps, variant=args.variant)
+                         steps=args.steps, variant=args.variant, boundaries=boundaries,
+                         weak_labels=weak, train=not done)
             except InputError as exc:
                 log.error("fold %d failed: %s", index, exc)
                 failed.append(index)
@@ -623,12 +832,14 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
         "data_version": data_version(config),
         "command": shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None
         else shlex.join(["cross_validate.py", *argv]),
-        "variant": args.variant, "overrides": parse_overrides(args.overrides),
+        "variant": args.label or args.variant, "preset": args.variant,
+        "overrides": parse_overrides(args.overrides),
         "folds": args.folds, "steps": args.steps, "fold_table": folds,
         "config": config.to_dict(),
     }
     cv = aggregate(_present_results(out, args.folds), n_folds=args.folds,
-                   published=em.published_table(), header=header)
+                   published=em.published_table(), header=header,
+                   regions=volume_regions(config, {**weak, **annotations}))
     atomic_write_text(out / "cv.json", json.dumps(cv, indent=2, allow_nan=False))
     atomic_write_text(out / "cv.md", render_markdown(cv))
     log.info("wrote %s and %s%s", out / "cv.json", out / "cv.md",

@@ -125,12 +125,16 @@ def volume_checks(path: Path, model: Any,
                        equal_nan=True)
     regions = [(r.k_first, r.k_last, r.label) for r in (annotation.regions if annotation else ())]
     truth = m.region_truth_per_slice(volume.n_slices, regions)
+    legs = np.array([label == "legs" for label in truth], dtype=bool)
     return {
+        "legs_slices": int(legs.sum()),
+        "legs_below_zero": int(np.sum(np.asarray(result.unprocessed)[legs] < 0)),
         "tag": result.body_part_examined_tag,
         "observed_slope": result.observed_slope,
         "increasing": bool(result.observed_slope is not None and result.observed_slope > 0
                            and not result.reverse_z_ordering),
         "z_extent_mm": volume.z_extent_mm,
+        "z_spacing_mm": float(volume.spacing_mm[0]),
         "reversed_copy_flagged": reversed_result.reverse_z_ordering,
         "consistent_flip_flagged": consistent.reverse_z_ordering,
         "consistent_flip_same_scores": bool(same),

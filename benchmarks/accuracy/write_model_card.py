@@ -162,10 +162,25 @@ ROLES = {
 }
 
 
-def _data_text(n_real: int, real_slices: int, n_synth: int, *, share: float) -> str:
+def _unlabelled_text(unlabelled: list[dict[str, Any]]) -> str:
+    """How many unlabelled real volumes trained, by collection (``ct-unlabelled``)."""
+    if not unlabelled:
+        return ""
+    openkbp = sum(v["volume_id"].startswith("openkbp_") for v in unlabelled)
+    slices = sum(v["shape"][0] for v in unlabelled)
+    return (f", and {len(unlabelled)} unlabelled real volumes of `../shared/data/ct-unlabelled` "
+            f"({slices} slices: {openkbp} OpenKBP head-and-neck planning CTs and "
+            f"{len(unlabelled) - openkbp} volumes of legs, pelvis, abdomen and chest), which "
+            "get the order and slope-band terms and, where `regions.json` labels their slices, "
+            "the region term, and do not calibrate")
+
+
+def _data_text(n_real: int, real_slices: int, n_synth: int, *, share: float,
+               unlabelled: list[dict[str, Any]] | None = None) -> str:
     """The card's training-data bullet: the real volumes and, if any, the synthetic ones."""
-    text = (f"- Data: all {n_real} real volumes of the project's development set ({real_slices} "
-            "slices; list and licences below)")
+    text = (f"- Data: all {n_real} annotated real volumes of the project's development set "
+            f"({real_slices} slices; list and licences below)"
+            + _unlabelled_text(unlabelled or []))
     if n_synth:
         text += (f" and {n_synth} synthetic whole-body CT volumes of `bodyscore.synth` (seeds "
                  f"0–{n_synth - 1}, exact landmarks; no third-party data), about "
@@ -180,6 +195,27 @@ def _data_text(n_real: int, real_slices: int, n_synth: int, *, share: float) -> 
     return textwrap.fill(text + " No validation split: every real volume trains; the honest "
                          "estimate is the cross-validation.", width=96,
                          subsequent_indent="  ")
+
+
+def _sampling_text(training: dict[str, Any], unlabelled: list[dict[str, Any]]) -> str:
+    """The card's sampling bullet: per volume, or region-balanced, and the extra terms."""
+    text = ("- Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); "
+            "batch 8 volumes")
+    if training.get("region_balanced"):
+        shares = training.get("region_shares") or {}
+        text += ("; each epoch drawn by body region (legs, pelvis, abdomen, chest, "
+                 "shoulder-neck, head), "
+                 + ("equal shares" if not shares else f"shares {shares}")
+                 + f", so the {sum(v['volume_id'].startswith('openkbp_') for v in unlabelled)} "
+                 "head-and-neck volumes weigh as much as the few leg volumes")
+    if training.get("correspondence_weight"):
+        text += (f"; correspondence term (weight {training['correspondence_weight']}): the "
+                 "score variance at the same OpenKBP contour boundary across patients "
+                 "(independence condition, sec. 4.1.3)")
+    if training.get("auto_lung_anchors"):
+        text += ("; automatic lung_start / lung_end anchors from HU where unambiguous "
+                 "(`bodyscore.train.auto_anchors`)")
+    return textwrap.fill(text + ".", width=96, subsequent_indent="  ")
 
 
 def _synthetic_limit(n_synth: int) -> str:
@@ -201,6 +237,21 @@ def _synthetic_credit(n_synth: int) -> str:
     return textwrap.fill(f"The synthetic volumes of `bodyscore.synth` (no third-party data) are "
                          f"{used} the held-out check above (seeds 900000 and up, never trained "
                          "on).", width=96)
+
+
+def unlabelled_credits(volumes: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows crediting the unlabelled training volumes, grouped by licence and
+    attribution (from the data manifests, stored per volume in the training manifest)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for v in volumes:
+        key = (v.get("licence", "unknown"), v.get("attribution", "") or "–")
+        groups.setdefault(key, []).append(v["volume_id"])
+    rows = []
+    for (licence, attribution), ids in sorted(groups.items(), key=lambda item: item[1][0]):
+        names = (", ".join(sorted(ids)) if len(ids) <= 3
+                 else f"{len(ids)} volumes: {', '.join(sorted(ids)[:2])}, … (training manifest)")
+        rows.append(f"| {names} | {licence} | {attribution} |")
+    return rows
 
 
 def _log_summary(log: Path) -> str:
@@ -241,8 +292,12 @@ def main() -> int:
     size_mb = sum(f.stat().st_size for f in args.package.iterdir() if f.is_file()) / 2**20
     knots = settings.get("bodyscore", {}).get("calibration", [])
     volumes = json.loads(args.manifest.read_text())["volumes"]
-    real = [v for v in volumes if not is_synthetic(v["volume_id"])]
+    real = [v for v in volumes
+            if not is_synthetic(v["volume_id"]) and v.get("annotated", True)]
+    unlabelled = [v for v in volumes if not v.get("annotated", True)]
     synth = [v for v in volumes if is_synthetic(v["volume_id"])]
+    preprocessing = config.get("preprocessing", {})
+    training = config.get("training", {})
     text = TEMPLATE.format(
         version=config.get("model_version", "?"),
         size_mb=size_mb,
@@ -252,8 +307,12 @@ def main() -> int:
         role=textwrap.fill(ROLES[args.name] + ". It is a light convolutional network", width=96),
         n_real=len(real),
         data=_data_text(len(real), sum(v["shape"][0] for v in real), len(synth),
-                        share=config.get("training", {}).get("synthetic_share")
-                        or len(synth) / max(len(volumes), 1)),
+                        share=training.get("synthetic_share")
+                        or len(synth) / max(len(volumes), 1), unlabelled=unlabelled),
+        size=preprocessing.get("size", 128),
+        spacing=preprocessing.get("target_spacing_mm", 3.5),
+        sampling=_sampling_text(training, unlabelled),
+        n_unlabelled=len(unlabelled),
         synthetic_limit=_synthetic_limit(len(synth)),
         synthetic_credit=_synthetic_credit(len(synth)),
         n_knots=len(knots),
@@ -273,7 +332,7 @@ def main() -> int:
         final_checks="\n".join(_checks(final)),
         final_volumes="\n".join(_volume_table(final)),
         synthetic_volumes="\n".join(_synthetic_table(final)),
-        attribution=ATTRIBUTION,
+        attribution=ATTRIBUTION + "\n".join(unlabelled_credits(unlabelled)),
         date=final["date"],
     )
     (args.package / "model-card.md").write_text(text, encoding="utf-8")
@@ -299,9 +358,9 @@ production use, load bpreg's public model (`--model bpreg-public`) or train on m
 ## Training
 
 {data}
-- Preprocessing: thesis sec. 4.1.1 (HU clip [-1000, 1500] → [-1, 1], 3.5 mm in-plane with
-  Gaussian anti-aliasing, 128 × 128), identical to bpreg's.
-- Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); batch 8 volumes.
+- Preprocessing: thesis sec. 4.1.1 (HU clip [-1000, 1500] → [-1, 1], {spacing} mm in-plane
+  with Gaussian anti-aliasing, {size} × {size}; bpreg: 3.5 mm, 128 × 128).
+{sampling}
 - Loss: heuristic order loss, β = 0.01/mm (eq. 4.7; bpreg's public setting), plus
   - a dense landmark-anchor term (weight 1): every sampled slice is pulled towards the published
     score of its position, interpolated between the volume's annotated landmarks and
@@ -377,7 +436,7 @@ input within noise; then the slope band and, once more, synthetic volumes).
 
 {ablations}
 
-### The shipped model (trained on all 20 real volumes)
+### The shipped model (trained on all {n_real} annotated and {n_unlabelled} unlabelled real volumes)
 
 Produced by `benchmarks/accuracy/evaluate_model.py` on {date}. Figures on the real volumes are
 on **training data** and only show the fit; the synthetic volumes are new (seeds never used in

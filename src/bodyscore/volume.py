@@ -208,6 +208,27 @@ class Volume:
                                    z_positions_mm=(z[-1] - z[::-1]) + z[0],
                                    source_slice_index=None)
 
+    def with_z_spacing_scaled(self, factor: float) -> Volume:
+        """Return a copy whose header states a slice spacing ``factor`` times the true one.
+
+        The voxels are unchanged; the z spacing, the slice positions and the affine's slice
+        column are scaled. ``factor = 1 + γ`` replays the thesis's z-spacing experiment
+        (sec. 5.2.3, fig. 5.11): a header off by γ should fail the z-spacing check.
+
+        Raises
+        ------
+        InputError
+            When ``factor`` is not a positive finite number.
+        """
+        if not (np.isfinite(factor) and factor > 0):
+            raise InputError(f"{self.source}: z-spacing factor must be > 0, got {factor}")
+        affine = self.affine.copy()
+        affine[:3, 2] *= factor
+        spacing = (self.spacing_mm[0] * factor, self.spacing_mm[1], self.spacing_mm[2])
+        z = self.z_mm
+        return dataclasses.replace(self, spacing_mm=spacing, affine=affine,
+                                   z_positions_mm=z[0] + (z - z[0]) * factor)
+
     def with_warning(self, message: str) -> Volume:
         """Return a copy with one more reader warning."""
         return dataclasses.replace(self, warnings=(*self.warnings, message))

@@ -170,13 +170,15 @@ def test_fold_config(default_config: TrainConfig, tmp_path: Path) -> None:
     assert config.name.endswith("-cv-base-fold1")
 
 
-def test_cache_key_shared_only_for_same_preprocessing_and_synthetic(
+def test_cache_key_shared_only_for_same_volumes_preprocessing_and_synthetic(
         default_config: TrainConfig) -> None:
     key = cv.cache_key(default_config)
     assert cv.cache_key(cv.variant_config(default_config, "no-regions")) == key
     assert cv.cache_key(cv.variant_config(default_config, "vgg")) == key
     assert cv.cache_key(cv.variant_config(default_config, "res64")) != key
     assert cv.cache_key(cv.variant_config(default_config, "no-synthetic")) != key
+    assert cv.cache_key(default_config.replace(sources=default_config.sources[1:])) != key
+    assert cv.cache_key(default_config.replace(unlabelled_sources=("more.nii.gz",))) != key
 
 
 def test_leaked_holdout_is_detected(tmp_path: Path) -> None:

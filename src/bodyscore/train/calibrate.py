@@ -403,14 +403,16 @@ def calibrate_model(
 ) -> InferenceSettings:
     """Score every slice of every cached volume and calibrate (module docstring).
 
-    The train and val volumes of the manifest are used (bpreg's ``train_val`` table); the
-    held-out ``"test"`` split never is, nor synthetic volumes when ``include_synthetic`` is
-    False (a model that learnt only their order).
+    The annotated train and val volumes of the manifest are used (bpreg's ``train_val``
+    table); the held-out ``"test"`` split never is, nor unlabelled volumes (their weak labels
+    do not calibrate), nor synthetic volumes when ``include_synthetic`` is False (a model that
+    learnt only their order).
     """
     curves = []
     for entry in manifest.volumes:
         synthetic = is_synthetic(entry.volume_id)
-        if entry.split == "test" or (synthetic and not include_synthetic):
+        if (entry.split == "test" or not entry.annotated
+                or (synthetic and not include_synthetic)):
             continue
         array = np.load(Path(cache_dir) / entry.file, mmap_mode="r")
         raw = score_slices(model, array, batch_size=batch_size, device=device)

@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bodyscore.errors import InputError
+from bodyscore.train.sources import expand_sources
 from bodyscore.usecases.bodypart import tag_min_present
 
 __all__ = ["BPREG_TRANSFORM_PARAMS", "TrainConfig", "load_train_config"]
@@ -34,7 +35,12 @@ BPREG_TRANSFORM_PARAMS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
     "GaussianBlur": {"p": 0.5, "blur_limit": [3, 7], "sigma_limit": [0.0, 0.5]},
 })
 
-_PATH_FIELDS = ("sources", "landmark_files", "cache_dir", "published_settings")
+_PATH_FIELDS = ("sources", "unlabelled_sources", "landmark_files", "weak_label_files",
+                "data_manifests", "structure_files", "cache_dir", "published_settings")
+#: Path fields that hold several paths; those of volumes are expanded (folders, globs).
+_PATH_LISTS = ("sources", "unlabelled_sources", "landmark_files", "weak_label_files",
+               "data_manifests", "structure_files")
+_VOLUME_LISTS = ("sources", "unlabelled_sources")
 
 
 @dataclass(frozen=True)
@@ -48,14 +54,47 @@ class TrainConfig:
     seed : int
         Seeds torch, the numpy generators, the data split and the sampling.
     sources : tuple of str
-        CT volume files (anything :func:`bodyscore.io.read_volume` reads).
+        Annotated CT volumes (anything :func:`bodyscore.io.read_volume` reads): files, folders
+        or glob patterns (:func:`bodyscore.train.sources.expand_sources`), expanded to files
+        when the config is read. Their landmarks feed the anchor term and the calibration.
+    unlabelled_sources : tuple of str
+        Volumes without landmark annotations (files, folders, globs): they get the order,
+        slope-band and (with ``weak_label_files``) region terms only, and are left out of the
+        calibration (thesis sec. 4.1.3: the order loss needs no labels).
     landmark_files : tuple of str
         Landmark annotation files (:mod:`bodyscore.evaluate.landmarks`) for the sources.
+    weak_label_files : tuple of str
+        Files in the same format for the unlabelled volumes: only their coarse ``regions``
+        are used (region term); their landmarks, read once by eye, are not.
+    data_manifests : tuple of str
+        Tab-separated data manifests (``file``, ``licence``, ``attribution`` columns) giving
+        each volume's licence and attribution (:func:`bodyscore.train.sources.read_data_manifests`).
     groups : mapping of str to str
         Volume id (file name without extension) → patient/body group; volumes of one group
         land in the same split.
-    licences : mapping of str to str
-        Volume id → licence string, stored in the manifest.
+    licences, attributions : mapping of str to str
+        Volume id or :mod:`fnmatch` pattern of ids → licence / attribution text, stored in
+        the manifest; they win over the data manifests.
+    volume_regions : mapping of str to str
+        Volume id or pattern → body region used by the region-balanced sampling; volumes not
+        matched take the coarse region with most labelled slices, else ``"unlabelled"``.
+    region_balanced : bool
+        Draw each epoch by body region (:func:`bodyscore.train.sampling.region_epoch_order`):
+        every region gets its share of the samples however many volumes it has.
+    region_shares : mapping of str to float
+        Relative weight of each region in the balanced sampling (regions not listed: 1).
+    structure_files : tuple of str
+        Contour extents (``structures.json`` of OpenKBP) for the correspondence term.
+    correspondence_weight : float
+        Weight of the correspondence term (0: off; :mod:`bodyscore.train.correspondence`):
+        the same contour boundary should get the same score in every patient (thesis
+        sec. 4.1.3, independence condition).
+    correspondence_boundaries, correspondence_patients : int
+        Per step, this many boundaries, each in this many training patients.
+    auto_lung_anchors : bool
+        Add ``lung_start`` / ``lung_end`` anchors found from HU where the image makes them
+        unambiguous (:mod:`bodyscore.train.auto_anchors`) to volumes that do not annotate
+        them.
     synthetic_volumes : int
         Number of synthetic volumes (:func:`bodyscore.synth.generate_dataset`) added to the data.
     synthetic_config : mapping
@@ -150,9 +189,21 @@ class TrainConfig:
     name: str = "bodyscore-model"
     seed: int = 0
     sources: tuple[str, ...] = ()
+    unlabelled_sources: tuple[str, ...] = ()
     landmark_files: tuple[str, ...] = ()
+    weak_label_files: tuple[str, ...] = ()
+    data_manifests: tuple[str, ...] = ()
     groups: Mapping[str, str] = field(default_factory=dict)
     licences: Mapping[str, str] = field(default_factory=dict)
+    attributions: Mapping[str, str] = field(default_factory=dict)
+    volume_regions: Mapping[str, str] = field(default_factory=dict)
+    region_balanced: bool = False
+    region_shares: Mapping[str, float] = field(default_factory=dict)
+    structure_files: tuple[str, ...] = ()
+    correspondence_weight: float = 0.0
+    correspondence_boundaries: int = 2
+    correspondence_patients: int = 6
+    auto_lung_anchors: bool = False
     synthetic_volumes: int = 0
     synthetic_config: Mapping[str, Any] = field(default_factory=dict)
     synthetic_share: float | None = None
@@ -225,6 +276,8 @@ class TrainConfig:
         low, high = self.slope_band_per_mm
         if not 0 < low <= high < math.inf:
             problems.append(f"slope_band_per_mm must satisfy 0 < low <= high, got {low, high}")
+        problems += [f"region_shares[{name!r}] must be >= 0, got {share}"
+                     for name, share in self.region_shares.items() if not share >= 0]
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if problems:
@@ -250,7 +303,9 @@ class TrainConfig:
         for key in _PATH_FIELDS:
             if key not in values or values[key] is None:
                 continue
-            if key in ("sources", "landmark_files"):
+            if key in _VOLUME_LISTS:
+                values[key] = expand_sources([resolve(p) for p in values[key]], where=key)
+            elif key in _PATH_LISTS:
                 values[key] = tuple(resolve(p) for p in values[key])
             else:
                 values[key] = resolve(values[key])
@@ -287,6 +342,10 @@ def _intervals(values: Any) -> dict[str, tuple[float | None, ...]]:
             for name, bounds in (values or {}).items()}
 
 
+def _shares(values: Any) -> dict[str, float]:
+    return {str(name): float(share) for name, share in (values or {}).items()}
+
+
 def _counts(values: Any) -> dict[str, int]:
     return {str(name): int(count) for name, count in (values or {}).items()}
 
@@ -301,6 +360,7 @@ _COERCIONS: dict[str, Callable[[Any], Any]] = {
     "holdout": _names,
     "region_bounds": _intervals,
     "tag_min_present_landmarks": _counts,
+    "region_shares": _shares,
     "lr_milestones": _milestones,
     "delta_h_range_mm": _floats,
     "slope_band_per_mm": _floats,
@@ -314,8 +374,12 @@ def _is_interval(bounds: Any) -> bool:
     return low is None or high is None or float(low) <= float(high)
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
+def load_train_config(path: str | Path, *, seen: frozenset[Path] = frozenset()
+                      ) -> TrainConfig:
     """Read a :class:`TrainConfig` from a ``.yaml``/``.yml`` or ``.json`` file.
+
+    A ``base: other.yaml`` key starts from that config and changes only the keys given
+    here (one recipe, small overrides; paths of each file resolve against its own folder).
 
     Raises
     ------
@@ -338,4 +402,18 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise InputError(f"{path}: not valid YAML/JSON ({exc}); fix the syntax") from exc
     if not isinstance(data, dict):
         raise InputError(f"{path}: the training config must be a mapping of keys to values")
+    if "base" in data:
+        data = _merged_with_base(data, path, seen=seen)
     return TrainConfig.from_dict(data, base_dir=path.parent, where=str(path))
+
+
+def _merged_with_base(data: Mapping[str, Any], path: Path, *, seen: frozenset[Path]
+                      ) -> dict[str, Any]:
+    """``base: other.yaml`` (relative to this file): the other config's values (its paths
+    resolved against its own folder), overridden key by key by this file's."""
+    own = dict(data)
+    base_path = (path.parent / str(own.pop("base"))).resolve()
+    if base_path in seen:
+        raise InputError(f"{path}: 'base' chain loops back to {base_path}; fix the config")
+    base = load_train_config(base_path, seen=seen | {path.resolve()})
+    return {**base.to_dict(), **own}

@@ -26,7 +26,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -102,6 +102,11 @@ class VolumeEntry:
     annotation_digest : str
         Digest of the volume's annotation (:func:`annotation_digest`): an edited landmark file
         refreshes the entry.
+    annotated : bool
+        True for a volume of the annotated set (its landmarks anchor the scores and calibrate
+        the model); False for an unlabelled one (order terms, and its weak region labels).
+    attribution : str
+        The attribution text the volume's licence asks for (model cards credit it).
     """
 
     volume_id: str
@@ -118,6 +123,8 @@ class VolumeEntry:
     source_bytes: int = -1
     source_mtime_ns: int = -1
     annotation_digest: str = ""
+    annotated: bool = True
+    attribution: str = ""
 
     @property
     def n_slices(self) -> int:
@@ -156,6 +163,8 @@ class VolumeEntry:
             source_bytes=int(data.get("source_bytes", -1)),
             source_mtime_ns=int(data.get("source_mtime_ns", -1)),
             annotation_digest=str(data.get("annotation_digest", "")),
+            annotated=bool(data.get("annotated", True)),
+            attribution=str(data.get("attribution", "")),
         )
 
 
@@ -345,6 +354,52 @@ def _stat(path: Path) -> tuple[int, int]:
     return int(st.st_size), int(st.st_mtime_ns)
 
 
+def _lookup(table: Mapping[str, str] | Callable[[str], str] | None, volume_id: str,
+            default: str) -> str:
+    if callable(table):
+        return table(volume_id)
+    return (table or {}).get(volume_id, default)
+
+
+def _read_annotations(files: Sequence[str | os.PathLike[str]], *, regions_only: bool = False
+                      ) -> dict[str, VolumeAnnotation]:
+    """Annotations of several files by volume id; ``regions_only`` drops their landmarks."""
+    annotations: dict[str, VolumeAnnotation] = {}
+    for file in files:
+        annotations.update(read_landmarks(Path(file)))
+    if regions_only:
+        annotations = {k: replace(a, landmarks={}) for k, a in annotations.items()}
+    return annotations
+
+
+def _cache_source(path: Path, out: Path, *, annotation: VolumeAnnotation | None,
+                  config: Any, previous: VolumeEntry | None, **labels: Any) -> VolumeEntry:
+    """The cache entry of one source: the previous one when the source and its annotation are
+    unchanged, else the volume read, preprocessed and stored (``labels``: licence,
+    attribution, group, annotated)."""
+    from bodyscore.io import read_volume
+    from bodyscore.preprocess import preprocess_slices
+
+    size, mtime = _stat(path)
+    digest = annotation_digest(annotation)
+    if (previous is not None and (previous.source_bytes, previous.source_mtime_ns) == (size, mtime)
+            and previous.annotation_digest == digest and (out / previous.file).is_file()):
+        logger.debug("%s: cached, not processed again", path)
+        return replace(previous, **labels)
+    volume = read_volume(path)
+    slices = preprocess_slices(volume.array, pixel_spacing_mm=volume.spacing_mm[1:],
+                               config=config)
+    z = (np.arange(volume.array.shape[0]) * volume.spacing_mm[0]
+         if volume.z_positions_mm is None else volume.z_positions_mm)
+    entry = cache_volume(
+        out, volume_id_from_path(path), slices, spacing_mm=volume.spacing_mm, z_positions_mm=z,
+        source=str(path), landmarks=canonical_landmark_indices(annotation, volume),
+    )
+    logger.info("%s: %d slices cached", path, entry.n_slices)
+    return replace(entry, source_bytes=size, source_mtime_ns=mtime, annotation_digest=digest,
+                   regions=canonical_region_ranges(annotation, volume), **labels)
+
+
 def prepare_data(
     sources: Sequence[str | os.PathLike[str]],
     out_dir: str | Path,
@@ -352,11 +407,15 @@ def prepare_data(
     seed: int = 0,
     val_fraction: float = 0.2,
     licence_lookup: Mapping[str, str] | Callable[[str], str] | None = None,
+    attribution_lookup: Mapping[str, str] | Callable[[str], str] | None = None,
     groups: Mapping[str, str] | None = None,
     landmark_files: Sequence[str | os.PathLike[str]] = (),
+    unlabelled_sources: Sequence[str | os.PathLike[str]] = (),
+    weak_label_files: Sequence[str | os.PathLike[str]] = (),
     preprocessing: Any = None,
     train_only: Sequence[str] = (),
     holdout: Sequence[str] = (),
+    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
 ) -> Manifest:
     """Preprocess CT volumes into a training cache (module docstring).
 
@@ -368,33 +427,38 @@ def prepare_data(
     Parameters
     ----------
     sources : sequence of path
-        Volume files, read with :func:`bodyscore.io.read_volume` (canonical orientation).
+        Annotated volume files, read with :func:`bodyscore.io.read_volume` (canonical
+        orientation).
     out_dir : path
         Cache folder (created).
     seed, val_fraction : int, float
         Group-wise split (:func:`assign_splits`).
-    licence_lookup : mapping or callable, optional
-        Volume id → licence string.
+    licence_lookup, attribution_lookup : mapping or callable, optional
+        Volume id → licence string / attribution text.
     groups : mapping of str to str, optional
         Volume id → group; volumes not listed form their own group.
     landmark_files : sequence of path
-        Annotation files (:mod:`bodyscore.evaluate.landmarks`), matched by volume id.
+        Annotation files (:mod:`bodyscore.evaluate.landmarks`) of ``sources``, matched by id.
+    unlabelled_sources : sequence of path
+        Volumes without landmarks (entries with ``annotated`` False).
+    weak_label_files : sequence of path
+        Coarse region labels of the unlabelled volumes (landmarks in them are not used).
     preprocessing : bodyscore.preprocess.PreprocessingConfig, optional
+    progress : callable, optional
+        Wraps the iterable of sources (e.g. ``tqdm.tqdm``) to show progress.
 
     Returns
     -------
     Manifest
         Also written to ``out_dir/manifest.json``.
     """
-    from bodyscore.io import read_volume
-    from bodyscore.preprocess import PreprocessingConfig, preprocess_slices
+    from bodyscore.preprocess import PreprocessingConfig
 
     config = preprocessing if preprocessing is not None else PreprocessingConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    annotations: dict[str, VolumeAnnotation] = {}
-    for landmark_file in landmark_files:
-        annotations.update(read_landmarks(Path(landmark_file)))
+    annotations = _read_annotations(landmark_files)
+    weak = _read_annotations(weak_label_files, regions_only=True)
     try:
         old_manifest = load_manifest(out)
     except InputError:
@@ -403,39 +467,34 @@ def prepare_data(
                 if old_manifest is not None
                 and dict(old_manifest.preprocessing) == config.to_dict() else {})
     groups = dict(groups or {})
+    items = [(Path(s), True) for s in sources] + [(Path(s), False) for s in unlabelled_sources]
+    ids = [volume_id_from_path(path) for path, _ in items]
+    if len(set(ids)) != len(ids):  # before caching: a second "a" would overwrite a.npy
+        duplicates = sorted({v for v in ids if ids.count(v) > 1})
+        raise InputError(f"{out}: duplicate volume ids in the sources ({', '.join(duplicates)}); "
+                         "rename the files")
     entries = []
-    for source in sources:
-        path = Path(source)
+    for path, annotated in (progress or iter)(items):
         volume_id = volume_id_from_path(path)
-        if callable(licence_lookup):
-            licence = licence_lookup(volume_id)
-        else:
-            licence = (licence_lookup or {}).get(volume_id, "unknown")
-        size, mtime = _stat(path)
-        old = previous.get(str(path))
-        digest = annotation_digest(annotations.get(volume_id))
-        if (old is not None and (old.source_bytes, old.source_mtime_ns) == (size, mtime)
-                and old.annotation_digest == digest and (out / old.file).is_file()):
-            entries.append(replace(old, licence=licence, group=groups.get(volume_id, volume_id)))
-            logger.info("%s: cached, not processed again", path)
-            continue
-        volume = read_volume(path)
-        slices = preprocess_slices(volume.array, pixel_spacing_mm=volume.spacing_mm[1:],
-                                   config=config)
-        z = (np.arange(volume.array.shape[0]) * volume.spacing_mm[0]
-             if volume.z_positions_mm is None else volume.z_positions_mm)
-        entry = cache_volume(
-            out, volume_id, slices, spacing_mm=volume.spacing_mm, z_positions_mm=z,
-            source=str(path), licence=licence, group=groups.get(volume_id, volume_id),
-            landmarks=canonical_landmark_indices(annotations.get(volume_id), volume),
-        )
-        entries.append(replace(
-            entry, source_bytes=size, source_mtime_ns=mtime, annotation_digest=digest,
-            regions=canonical_region_ranges(annotations.get(volume_id), volume)))
-        logger.info("%s: %d slices cached", path, entry.n_slices)
-    ids = [e.volume_id for e in entries]
-    if len(set(ids)) != len(ids):
-        raise InputError(f"{out}: duplicate volume ids in the sources; rename the files")
+        entries.append(_cache_source(
+            path, out, annotation=(annotations if annotated else weak).get(volume_id),
+            config=config, previous=previous.get(str(path)), annotated=annotated,
+            licence=_lookup(licence_lookup, volume_id, "unknown"),
+            attribution=_lookup(attribution_lookup, volume_id, ""),
+            group=groups.get(volume_id, volume_id)))
+    manifest = Manifest(
+        volumes=_with_splits(entries, seed=seed, val_fraction=val_fraction,
+                             train_only=train_only, holdout=holdout),
+        seed=seed, val_fraction=val_fraction, preprocessing=MappingProxyType(config.to_dict()),
+    )
+    write_manifest(manifest, out)
+    return manifest
+
+
+def _with_splits(entries: Sequence[VolumeEntry], *, seed: int, val_fraction: float,
+                 train_only: Sequence[str], holdout: Sequence[str]) -> tuple[VolumeEntry, ...]:
+    """The entries with their split: held out → "test", forced → "train", the other groups
+    drawn by :func:`assign_splits`."""
     forced, held = set(train_only), set(holdout)
     free = [e.group for e in entries if not {e.group, e.volume_id} & (forced | held)]
     splits = assign_splits(free, seed=seed, val_fraction=val_fraction)
@@ -447,12 +506,7 @@ def prepare_data(
             return "train"
         return splits[entry.group]
 
-    manifest = Manifest(
-        volumes=tuple(replace(e, split=split_of(e)) for e in entries), seed=seed,
-        val_fraction=val_fraction, preprocessing=MappingProxyType(config.to_dict()),
-    )
-    write_manifest(manifest, out)
-    return manifest
+    return tuple(replace(e, split=split_of(e)) for e in entries)
 
 
 def dense_anchor_targets(
@@ -638,6 +692,16 @@ class VolumeSampleDataset:
                                  ) from exc
         return self._arrays[position]
 
+    def slices_at(self, position: int, indices: np.ndarray, *, seed: int) -> torch.Tensor:
+        """Cached slices of one volume as a tensor (len(indices), 1, H, W) float32, augmented
+        (one draw of the augmentations for all of them, from ``seed``)."""
+        import torch
+
+        x = torch.from_numpy(np.asarray(self.array(position)[indices], dtype=np.float32))[:, None]
+        if self.augment is not None:
+            x = self.augment(x, torch.Generator().manual_seed(seed))
+        return x
+
     def __getitem__(self, item: tuple[int, int]) -> dict[str, Any]:
         import torch
 
@@ -648,11 +712,7 @@ class VolumeSampleDataset:
             entry.n_slices, z_spacing_mm=entry.z_spacing_mm, rng=rng,
             num_slices=self.num_slices, delta_h_range_mm=self.delta_h_range_mm,
         )
-        x = torch.from_numpy(np.asarray(self.array(position)[sample.indices],
-                                        dtype=np.float32))[:, None]
-        if self.augment is not None:
-            generator = torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
-            x = self.augment(x, generator)
+        x = self.slices_at(position, sample.indices, seed=int(rng.integers(0, 2**62)))
         synthetic = is_synthetic(entry.volume_id)
         supervised = self.synthetic_supervision or not synthetic
         target, mask = dense_anchor_targets(

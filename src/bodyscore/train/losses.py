@@ -183,6 +183,7 @@ class LossTerms:
     anchor: float
     region: float = 0.0
     slope: float = 0.0
+    correspondence: float = 0.0
 
 
 def total_loss(
@@ -201,9 +202,15 @@ def total_loss(
     region_high: torch.Tensor | None = None,
     slope_weight: float = 0.0,
     slope_band_per_mm: tuple[float, float] = (0.0075, 0.015),
+    correspondence_weight: float = 0.0,
+    correspondence_scores: torch.Tensor | None = None,
+    correspondence_ids: torch.Tensor | None = None,
 ) -> LossTerms:
-    """L = α_h·L_order + α·L_dist + w·L_anchor + w_r·L_region + w_s·L_slope (thesis eq. 5.2
-    plus bpreg's α_h weight, plus our anchor, region and slope-band terms).
+    """L = α_h·L_order + α·L_dist + w·L_anchor + w_r·L_region + w_s·L_slope + w_c·L_corr
+    (thesis eq. 5.2 plus bpreg's α_h weight, plus our anchor, region, slope-band and
+    correspondence terms; ``correspondence_scores`` (P,) are the raw scores of the
+    correspondence batch, ``correspondence_ids`` (P,) their boundary groups,
+    :func:`bodyscore.train.correspondence.correspondence_loss`).
 
     ``loss_order`` is ``"h"`` (eq. 4.7, default as in bpreg's public model) or ``"c"``
     (eq. 4.5, NaN-safe).
@@ -230,6 +237,14 @@ def total_loss(
     if slope_weight:
         slope = slope_band_loss(scores, delta_h_mm, band_per_mm=slope_band_per_mm)
         total = total + slope_weight * slope
+    correspondence = scores.new_zeros(())
+    if (correspondence_weight and correspondence_scores is not None
+            and correspondence_ids is not None):
+        from bodyscore.train.correspondence import correspondence_loss
+
+        correspondence = correspondence_loss(correspondence_scores, correspondence_ids)
+        total = total + correspondence_weight * correspondence
     return LossTerms(total=total, order=float(order.detach()), distance=float(dist.detach()),
                      anchor=float(anchor.detach()), region=float(region.detach()),
-                     slope=float(slope.detach()))
+                     slope=float(slope.detach()),
+                     correspondence=float(correspondence.detach()))

@@ -12,7 +12,7 @@ re-draws; we keep every volume usable). Volumes with fewer than m slices cannot 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,7 @@ __all__ = [
     "SliceSample",
     "epoch_volume_order",
     "rank_batch",
+    "region_epoch_order",
     "sample_equidistant_slices",
     "steps_per_epoch",
 ]
@@ -159,3 +160,51 @@ def rank_batch(order: Sequence[int] | np.ndarray, *, step_in_epoch: int, batch_s
 def steps_per_epoch(n_volumes: int, *, batch_size: int, world_size: int = 1) -> int:
     """Steps that cover every training volume once: ceil(n / (B · world_size))."""
     return max(1, -(-n_volumes // (batch_size * world_size)))
+
+
+def region_epoch_order(regions: Sequence[str], *, shares: Mapping[str, float] | None = None,
+                       epoch_size: int | None = None, seed: int, epoch: int) -> np.ndarray:
+    """Shuffled volume order of one epoch in which every body region weighs by its share.
+
+    258 of ~300 real training volumes are head-and-neck CTs: drawn once each per epoch, the
+    legs and the pelvis would be a few per cent of the samples. Here each region ``r`` gets
+    ``round(epoch_size · w_r / Σw)`` draws (``w_r`` from ``shares``, 1 for regions not
+    listed), taken from a fresh permutation of that region's volumes, repeated when the
+    region has fewer volumes than draws; so a region's volumes are seen evenly, and the
+    head-and-neck volumes in turn over the epochs. Reproducible from (seed, epoch).
+
+    Parameters
+    ----------
+    regions : sequence of str, shape (n_volumes,)
+        Body region of each volume (any labels).
+    shares : mapping of str to float, optional
+        Relative weight per region, >= 0 (0 leaves a region out).
+    epoch_size : int, optional
+        Samples per epoch; default the number of volumes.
+    seed, epoch : int
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Volume indices; about ``epoch_size`` of them (rounding per region).
+    """
+    labels = np.asarray(regions, dtype=object)
+    names = sorted(set(labels.tolist()))
+    weights = np.array([float((shares or {}).get(name, 1.0)) for name in names])
+    if weights.sum() <= 0:
+        raise InputError("sampling: every region share is 0; give at least one region a share")
+    size = len(labels) if epoch_size is None else int(epoch_size)
+    rng = np.random.default_rng([seed, epoch, 0x5A5])
+    drawn = []
+    for name, weight in zip(names, weights, strict=True):
+        members = np.flatnonzero(labels == name)
+        count = round(size * weight / weights.sum())
+        if count == 0:
+            continue
+        repeats = -(-count // len(members))
+        cycle = np.concatenate([rng.permutation(members) for _ in range(repeats)])
+        drawn.append(cycle[:count])
+    if not drawn:
+        raise InputError(f"sampling: an epoch of {size} samples gives no region a draw; "
+                         "use a larger epoch")
+    return rng.permutation(np.concatenate(drawn).astype(np.int64))

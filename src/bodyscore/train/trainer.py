@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import logging
 import math
 import os
@@ -51,8 +52,10 @@ from bodyscore.settings import InferenceSettings
 from bodyscore.train.augment import build_augmentations
 from bodyscore.train.calibrate import score_slices
 from bodyscore.train.config import TrainConfig, load_train_config
+from bodyscore.train.correspondence import sample_correspondence_batch
 from bodyscore.train.data import (
     Manifest,
+    VolumeEntry,
     VolumeSampleDataset,
     is_synthetic,
     load_manifest,
@@ -62,8 +65,15 @@ from bodyscore.train.losses import total_loss
 from bodyscore.train.sampling import (
     mixed_epoch_order,
     rank_batch,
+    region_epoch_order,
     steps_per_epoch,
     synthetic_draw_count,
+)
+from bodyscore.train.sources import (
+    CreditTable,
+    dominant_region,
+    match_rule,
+    read_data_manifests,
 )
 
 if TYPE_CHECKING:
@@ -76,7 +86,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 LOG_COLUMNS = ("step", "epoch", "loss", "loss_order", "loss_distance", "loss_anchor",
-               "loss_region", "loss_slope", "val_order_accuracy", "val_landmark_spread", "seconds")
+               "loss_region", "loss_slope", "loss_correspondence", "val_order_accuracy",
+               "val_landmark_spread", "seconds")
 #: Values per step in a log window: the total loss and each term (the ``loss*`` columns).
 _N_LOSS_TERMS = sum(column.startswith("loss") for column in LOG_COLUMNS)
 
@@ -238,13 +249,17 @@ def _prepare(config: TrainConfig, cache_dir: Path, dist_info: _Distributed) -> M
     if dist_info.is_main:
         synth_files, synth_landmarks = _synthetic_sources(config, cache_dir)
         sources = [*config.sources, *synth_files]
-        if sources:
+        if sources or config.unlabelled_sources:
+            credits = CreditTable(read_data_manifests(config.data_manifests),
+                                  config.licences, config.attributions)
             manifest = prepare_data(
                 sources, cache_dir, seed=config.seed, val_fraction=config.val_fraction,
-                licence_lookup=config.licences, groups=config.groups,
-                train_only=config.train_only, holdout=config.holdout,
+                licence_lookup=credits.licence, attribution_lookup=credits.attribution,
+                groups=config.groups, train_only=config.train_only, holdout=config.holdout,
                 preprocessing=PreprocessingConfig.from_dict(config.preprocessing),
-                landmark_files=[*config.landmark_files, *synth_landmarks])
+                landmark_files=[*config.landmark_files, *synth_landmarks],
+                unlabelled_sources=config.unlabelled_sources,
+                weak_label_files=config.weak_label_files)
     dist_info.barrier()
     if manifest is None:
         manifest = load_manifest(cache_dir)
@@ -349,6 +364,8 @@ class _Session:
     optimizer: Any
     per_epoch: int
     synthetic_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    regions: tuple[str, ...] = ()
+    boundaries: dict[int, dict[str, float]] = field(default_factory=dict)
     step: int = 0
     window: list[list[float]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -370,6 +387,87 @@ def _epoch_length(synthetic: np.ndarray, share: float | None) -> int:
     return n_real + synthetic_draw_count(n_real, int(np.count_nonzero(synthetic)), share)
 
 
+def sampling_region(entry: VolumeEntry, rules: Mapping[str, str]) -> str:
+    """Body region of a training volume for the region-balanced sampling: the config's rule
+    (``volume_regions``), else its dominant coarse region label, else ``"synthetic"`` or
+    ``"unlabelled"``."""
+    if is_synthetic(entry.volume_id):
+        return "synthetic"
+    return (match_rule(rules, entry.volume_id) or dominant_region(entry.regions)
+            or "unlabelled")
+
+
+LUNG_ANCHOR_CACHE = "lung-anchors.json"
+
+
+def with_lung_anchors(entries: Sequence[VolumeEntry], cache_dir: Path,
+                      preprocessing: Mapping[str, Any]) -> tuple[VolumeEntry, ...]:
+    """The entries with ``lung_start`` / ``lung_end`` found from HU added where a volume does
+    not annotate them and the image makes them unambiguous
+    (:func:`bodyscore.train.auto_anchors.lung_anchors_from_cache`). Only the training
+    dataset gets them: the calibration keeps to the annotated landmarks. Detections are
+    stored in ``cache_dir/lung-anchors.json`` (keyed by the cached file's source size,
+    mtime and slice count), so folds sharing a cache detect once."""
+    from bodyscore.train.auto_anchors import lung_anchors_from_cache
+
+    config = PreprocessingConfig.from_dict(dict(preprocessing))
+    store_path = cache_dir / LUNG_ANCHOR_CACHE
+    try:
+        store = json.loads(store_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        store = {}
+    out, added, changed = [], 0, False
+    for entry in entries:
+        if is_synthetic(entry.volume_id) or {"lung_start", "lung_end"} <= set(entry.landmarks):
+            out.append(entry)
+            continue
+        key = f"{entry.source_bytes}:{entry.source_mtime_ns}:{entry.n_slices}"
+        known = store.get(entry.volume_id)
+        if not (isinstance(known, dict) and known.get("key") == key):
+            found = lung_anchors_from_cache(
+                np.load(cache_dir / entry.file, mmap_mode="r"), preprocessing=config,
+                z_spacing_mm=entry.z_spacing_mm)
+            known = store[entry.volume_id] = {"key": key, "anchors": found}
+            changed = True
+        new = {k: float(v) for k, v in known["anchors"].items() if k not in entry.landmarks}
+        added += len(new)
+        out.append(dataclasses.replace(entry, landmarks={**entry.landmarks, **new}))
+    if changed:
+        atomic_write_text(store_path, json.dumps(store, indent=1, sort_keys=True))
+    logger.info("automatic lung anchors: %d added to %d training volumes", added, len(entries))
+    return tuple(out)
+
+
+def _training_boundaries(config: TrainConfig, entries: Sequence[VolumeEntry]
+                         ) -> dict[int, dict[str, float]]:
+    """Dataset position → contour boundary → cached slice index, for the correspondence
+    term (the stored index k of ``structures.json`` is the canonical index of the RAS+
+    volumes it describes)."""
+    if not (config.correspondence_weight and config.structure_files):
+        return {}
+    from bodyscore.train.correspondence import read_structure_boundaries
+
+    n_slices = {e.volume_id: e.n_slices for e in entries}
+    found: dict[str, dict[str, float]] = {}
+    for path in config.structure_files:
+        found.update(read_structure_boundaries(path, n_slices=n_slices))
+    out = {i: dict(found[e.volume_id]) for i, e in enumerate(entries)
+           if found.get(e.volume_id)}
+    logger.info("correspondence term: %d training volumes with contour boundaries", len(out))
+    return out
+
+
+def _epoch_order(run: _Session, epoch: int) -> np.ndarray:
+    """The volume order of one epoch: region-balanced, or every volume once (with the
+    synthetic share)."""
+    config = run.config
+    if config.region_balanced:
+        return region_epoch_order(run.regions, shares=config.region_shares,
+                                  seed=config.seed, epoch=epoch)
+    return mixed_epoch_order(run.synthetic_mask, share=config.synthetic_share,
+                             seed=config.seed, epoch=epoch)
+
+
 def _setup(config: TrainConfig, out: Path) -> _Session:
     import torch
 
@@ -386,7 +484,10 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
     dataset_args: dict[str, Any] = {
         "num_slices": config.num_slices, "delta_h_range_mm": config.delta_h_range_mm,
     }
-    train_set = VolumeSampleDataset(manifest.split("train"), cache_dir, augment=augment,
+    train_entries = manifest.split("train")
+    if config.auto_lung_anchors:
+        train_entries = with_lung_anchors(train_entries, cache_dir, manifest.preprocessing)
+    train_set = VolumeSampleDataset(train_entries, cache_dir, augment=augment,
                                     anchor_targets=config.anchor_targets,
                                     anchor_extrapolate_mm=config.anchor_extrapolate_mm,
                                     synthetic_anchor_extrapolate_mm=(
@@ -402,13 +503,20 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
     if dist_info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(network)
     synthetic = np.array([is_synthetic(e.volume_id) for e in train_set.entries], dtype=bool)
+    regions = tuple(sampling_region(e, config.volume_regions) for e in train_set.entries)
+    if config.region_balanced and dist_info.is_main:
+        counts = {r: regions.count(r) for r in sorted(set(regions))}
+        logger.info("region-balanced sampling, training volumes per region: %s", counts)
+    epoch_length = (len(regions) if config.region_balanced
+                    else _epoch_length(synthetic, config.synthetic_share))
     return _Session(
         config=config, out=out, cache_dir=cache_dir, dist=dist_info, device=device,
         manifest=manifest, train_set=train_set, val_set=val_set, network=network, model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
-        per_epoch=steps_per_epoch(_epoch_length(synthetic, config.synthetic_share),
-                                  batch_size=config.batch_size, world_size=dist_info.world_size),
-        synthetic_mask=synthetic,
+        per_epoch=steps_per_epoch(epoch_length, batch_size=config.batch_size,
+                                  world_size=dist_info.world_size),
+        synthetic_mask=synthetic, regions=regions,
+        boundaries=_training_boundaries(config, train_set.entries),
     )
 
 
@@ -437,11 +545,33 @@ def learning_rate_at(step: int, config: TrainConfig) -> float:
     return float(rate)
 
 
+def _correspondence_batch(run: _Session) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slices (P, 1, H, W) at contour boundaries of training patients and their boundary ids
+    (P,), drawn from (seed, step, rank); empty without the correspondence term."""
+    import torch
+
+    config = run.config
+    size = int(run.train_set.entries[0].shape[-1]) if run.train_set.entries else 128
+    if not (config.correspondence_weight and run.boundaries):
+        return torch.zeros((0, 1, size, size)), torch.zeros(0, dtype=torch.long)
+    rng = np.random.default_rng([config.seed, run.step, run.dist.rank, 0xC0])
+    drawn = sample_correspondence_batch(
+        run.boundaries, rng, n_boundaries=config.correspondence_boundaries,
+        n_patients=config.correspondence_patients)
+    seeds = rng.integers(0, 2**62, size=len(drawn))
+    slices = [run.train_set.slices_at(int(p), np.array([k]), seed=int(s))
+              for p, k, s in zip(drawn.positions, drawn.slice_indices, seeds, strict=True)]
+    if not slices:
+        return torch.zeros((0, 1, size, size)), torch.zeros(0, dtype=torch.long)
+    return torch.cat(slices), torch.from_numpy(drawn.boundary_ids)
+
+
 def _train_step(run: _Session) -> None:
+    import torch
+
     config = run.config
     epoch, in_epoch = divmod(run.step, run.per_epoch)
-    order = mixed_epoch_order(run.synthetic_mask, share=config.synthetic_share,
-                              seed=config.seed, epoch=epoch)
+    order = _epoch_order(run, epoch)
     positions = rank_batch(order, step_in_epoch=in_epoch, batch_size=config.batch_size,
                            rank=run.dist.rank, world_size=run.dist.world_size)
     seeds = np.random.SeedSequence([config.seed, run.step, run.dist.rank]).generate_state(
@@ -451,7 +581,10 @@ def _train_step(run: _Session) -> None:
     device = run.device
     for group in run.optimizer.param_groups:
         group["lr"] = learning_rate_at(run.step, config)
-    scores = run.model(batch["slices"].to(device)).reshape(len(positions), config.num_slices)
+    extra, extra_ids = _correspondence_batch(run)
+    n_main = len(positions) * config.num_slices
+    all_scores = run.model(torch.cat([batch["slices"], extra]).to(device)).reshape(-1)
+    scores = all_scores[:n_main].reshape(len(positions), config.num_slices)
     terms = total_loss(
         scores, batch["delta_h_mm"].to(device), loss_order=config.loss_order,
         alpha_h=config.alpha_h, beta_h=config.beta_h, alpha=config.alpha,
@@ -459,13 +592,15 @@ def _train_step(run: _Session) -> None:
         anchor_mask=batch["anchor_mask"].to(device), region_weight=config.region_weight,
         region_low=batch["region_low"].to(device), region_high=batch["region_high"].to(device),
         slope_weight=config.slope_weight, slope_band_per_mm=config.slope_band_per_mm,
+        correspondence_weight=config.correspondence_weight,
+        correspondence_scores=all_scores[n_main:], correspondence_ids=extra_ids.to(device),
     )
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
     run.step += 1
     run.window.append([float(terms.total.detach()), terms.order, terms.distance, terms.anchor,
-                       terms.region, terms.slope])
+                       terms.region, terms.slope, terms.correspondence])
 
 
 def _log(run: _Session, *, started: float, validate: bool) -> None:
@@ -475,7 +610,7 @@ def _log(run: _Session, *, started: float, validate: bool) -> None:
     row = {"step": run.step, "epoch": f"{run.step / run.per_epoch:.4g}", "loss": _fmt(mean[0]),
            "loss_order": _fmt(mean[1]), "loss_distance": _fmt(mean[2]),
            "loss_anchor": _fmt(mean[3]), "loss_region": _fmt(mean[4]),
-           "loss_slope": _fmt(mean[5]),
+           "loss_slope": _fmt(mean[5]), "loss_correspondence": _fmt(mean[6]),
            "val_order_accuracy": "", "val_landmark_spread": "",
            "seconds": f"{time.perf_counter() - started:.2f}"}
     if validate and len(run.val_set) and run.dist.is_main:
