@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from bodyscore.evaluate import metrics as m
+from bodyscore.evaluate.independence import score_at
 from bodyscore.inference import predict
 from bodyscore.io import read_volume
 
@@ -43,11 +44,9 @@ def thickness_class(z_spacing_mm: float) -> str:
 
 
 def _score_at(scores: np.ndarray, index: float) -> float | None:
-    """Linear interpolation of per-slice scores at a fractional slice index (None: outside
-    the volume or at a NaN slice)."""
-    if not 0 <= index <= len(scores) - 1:
-        return None
-    value = float(np.interp(index, np.arange(len(scores)), scores))
+    """:func:`bodyscore.evaluate.independence.score_at`, with None for "no score" (outside
+    the volume or at a NaN slice), as strict JSON needs."""
+    value = score_at(scores, index)
     return value if math.isfinite(value) else None
 
 

@@ -216,3 +216,41 @@ def test_learning_rate_milestones():
     assert learning_rate_at(1999, config) == 1e-3
     assert learning_rate_at(2000, config) == 3e-4
     assert learning_rate_at(2700, config) == 1e-4
+
+
+def _structures_file(folder: Path, cache: Path) -> Path:
+    """A structures.json (OpenKBP layout) giving every cached volume two contour extents."""
+    from bodyscore.train.data import load_manifest
+
+    data: dict[str, object] = {"_conventions": "test"}
+    for entry in load_manifest(cache).volumes:
+        n = entry.n_slices
+        data[entry.volume_id] = {"file": f"{entry.volume_id}.nii.gz", "structures": {
+            "Brainstem": {"k_min": n // 2, "k_max": n - 2, "voxels": 100},
+            "Mandible": {"k_min": n // 3, "k_max": n // 2, "voxels": 100}}}
+    path = folder / "structures.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_multi_session_resume_with_regions_and_correspondence(cache: Path, tmp_path: Path):
+    """A run stopped twice (three sessions) ends with the weights and log of an uninterrupted
+    one, with region-balanced epochs and the correspondence batch drawn per step."""
+    structures = _structures_file(tmp_path, cache)
+    config = tiny_config(cache, region_balanced=True, volume_regions={"vol[0-3]": "head"},
+                         correspondence_weight=1.0, structure_files=(str(structures),),
+                         correspondence_patients=3)
+    full = train(config, out_dir=tmp_path / "full")
+    # sessions end on logged steps: a session's last step is always logged, so a stop between
+    # two log rows adds one row (the weights are identical either way)
+    for steps in (4, 8):
+        train(config.replace(max_steps=steps), out_dir=tmp_path / "split")
+    resumed = train(config, out_dir=tmp_path / "split")
+    assert resumed.resumed_from == 8
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    rows = read_log(full.log_path)
+    assert [r["loss"] for r in rows] == [r["loss"] for r in read_log(resumed.log_path)]
+    assert any(float(r["loss_correspondence"]) > 0 for r in rows)
