@@ -178,7 +178,7 @@ def _mask_nifti(source: Path, destination: Path, axis: int, start: int, stop: in
     if full_suffix(destination) not in NIFTI_SUFFIXES:
         raise OutputError(f"{destination}: the label map is NIfTI; name the output .nii(.gz)")
     img: Any = nib.load(str(source))
-    data = np.array(img.dataobj)
+    data = np.asarray(img.dataobj).copy()
     _zero_outside(data, axis, start, stop)
     masked = img.__class__(data, img.affine, img.header)
     with atomic_file(destination) as tmp:
@@ -242,6 +242,15 @@ def _seg_on_ct(seg_path: Path, ct: Path, series_uid: str | None) -> tuple[np.nda
     uids = [str(h.SOPInstanceUID) for h in layout.headers]
     try:
         seg = hd.seg.segread(str(seg_path))
+    except Exception as exc:
+        raise InputError(f"{seg_path}: not a readable DICOM SEG ({one_line(exc)})") from exc
+    referenced = {str(sop) for _, _, sop in seg.get_source_image_uids()}
+    if not referenced & {uid for uid in uids if uid}:
+        raise InputError(
+            f"{seg_path}: does not refer to the CT series {layout.source} (none of its "
+            "instances); give the DICOM series the SEG was made on"
+        )
+    try:
         frames = seg.get_pixels_by_source_instance(
             uids, combine_segments=True, assert_missing_frames_are_empty=True
         )
