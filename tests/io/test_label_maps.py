@@ -83,7 +83,8 @@ def test_mask_outside_keeps_grid_and_zeroes_outside(tmp_path: Path) -> None:
     np.testing.assert_allclose(masked.affine, original.affine)
     data = np.asarray(masked.dataobj)
     np.testing.assert_array_equal(data[:, :, 2:5], np.asarray(original.dataobj)[:, :, 2:5])
-    assert not data[:, :, :2].any() and not data[:, :, 5:].any()
+    assert not data[:, :, :2].any()
+    assert not data[:, :, 5:].any()
 
 
 def test_grids_must_match(tmp_path: Path) -> None:
@@ -150,14 +151,16 @@ def seg_on_dicom(ct_dir: Path, tmp_path_factory: pytest.TempPathFactory
     masks = np.zeros((len(sources), rows, cols, 2), dtype=bool)
     masks[:, 50:100, 50:100, 0] = True  # segment 1 on every slice
     masks[5:9, 150:180, 150:180, 1] = True  # segment 2 on slices 5..8 only
-    algorithm = hd.AlgorithmIdentificationSequence(
+    hd.AlgorithmIdentificationSequence(
         name="test", version="1", family=hd.sr.CodedConcept("123109", "DCM", "Manual Processing")
     )
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=f"box {number}",
-            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical Structure"),
+            segmented_property_category=hd.sr.CodedConcept(
+                "91723000", "SCT", "Anatomical Structure"
+            ),
             segmented_property_type=hd.sr.CodedConcept("10200004", "SCT", "Liver"),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
         )
@@ -197,7 +200,8 @@ def test_dicom_seg_crop_and_mask(seg_on_dicom: tuple[Path, Path, np.ndarray],
     data = np.asarray(nib.load(str(masked)).dataobj)
     assert data.shape == expected.shape
     np.testing.assert_array_equal(data[:, :, 7:12], expected[:, :, 7:12])
-    assert not data[:, :, :7].any() and not data[:, :, 12:].any()
+    assert not data[:, :, :7].any()
+    assert not data[:, :, 12:].any()
     assert set(np.unique(data[:, :, 7:9]).tolist()) == {0, 1, 2}  # segment 2 survives on 7, 8
 
 
