@@ -448,9 +448,9 @@ def _add_predict(sub: Any) -> None:
 def _add_crop(sub: Any) -> None:
     p = sub.add_parser(
         "crop",
-        help="crop a CT volume to a known body region (thesis sec. 4.3.2)",
+        help="crop a CT volume (and its label map) to a known body region (thesis sec. 4.3.2)",
         description="Write the slices whose cleaned score lies in a known region, in the "
-        "input's own format and orientation.",
+        "input's own format and orientation; with --labels its label map on the same slices.",
     )
     p.add_argument("input", metavar="INPUT")
     p.add_argument(
