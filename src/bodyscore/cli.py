@@ -249,26 +249,46 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 # crop
 # --------------------------------------------------------------------------------------------
 def _crop_bounds(args: argparse.Namespace, model: ScoreModel) -> Any:
-    from bodyscore.usecases import crop
+    from bodyscore.usecases.known_region import resolve_bounds
 
-    table = model.settings.lookup_table
-    if args.scores is not None:
-        return crop.bounds_from_scores(args.scores[0], args.scores[1])
-    if args.region is not None:
-        return crop.bounds_from_landmarks([args.region], lookup_table=table)
-    if args.landmarks is not None:
-        return crop.bounds_from_landmarks(args.landmarks, lookup_table=table)
-    from bodyscore.result import ScoreResult
+    if args.from_results is not None:
+        from bodyscore.result import ScoreResult
+        from bodyscore.usecases import crop
 
-    files = sorted(Path(args.from_results).glob("*.json"))
-    results = [ScoreResult.from_json(f) for f in files]
-    return crop.bounds_from_results(results, q_min=args.q_min, q_max=args.q_max)
+        files = sorted(Path(args.from_results).glob("*.json"))
+        results = [ScoreResult.from_json(f) for f in files]
+        return crop.bounds_from_results(results, q_min=args.q_min, q_max=args.q_max)
+    return resolve_bounds(
+        lookup_table=model.settings.lookup_table,
+        model_info=model.info,
+        region=args.region,
+        landmarks=args.landmarks,
+        scores=None if args.scores is None else (args.scores[0], args.scores[1]),
+        known_region=args.known_region,
+    )
+
+
+def _labels_destination(args: argparse.Namespace) -> Path:
+    """Where the label map goes: ``--labels-out``, or with ``--mask-outside`` ``-o``, or beside
+    ``-o`` as ``<labels stem>_cropped<suffix>`` (a DICOM SEG becomes ``.nii.gz``)."""
+    if args.mask_outside:
+        if args.labels_out is not None:
+            raise OutputError("--labels-out: with --mask-outside the masked labels go to -o")
+        return Path(args.output)
+    if args.labels_out is not None:
+        return Path(args.labels_out)
+    labels = Path(args.labels)
+    suffix = next((s for s in (*_NIFTI_SUFFIXES, *_ITK_SUFFIXES) if
+                   labels.name.lower().endswith(s)), ".nii.gz")
+    return Path(args.output).parent / f"{input_stem(labels)}_cropped{suffix}"
 
 
 def _cmd_crop(args: argparse.Namespace) -> int:
     from bodyscore.io import write_cropped
     from bodyscore.usecases import crop
 
+    if (args.labels_out is not None or args.mask_outside) and args.labels is None:
+        raise OutputError("--labels-out/--mask-outside: give the label map with --labels")
     model = _load_model(args)
     bounds = _crop_bounds(args, model)
     result, _ = _score_one(args.input, args.series, model, args)
@@ -279,13 +299,30 @@ def _cmd_crop(args: argparse.Namespace) -> int:
             f"{bounds.score_max:.1f}; nothing written"
         )
         return EXIT_FAILURES
+    kept = (
+        f"slices {selected.start}..{selected.stop - 1} of {result.n_slices} "
+        f"(scores {bounds.score_min:.1f}..{bounds.score_max:.1f})"
+    )
+    if args.labels is not None:
+        from bodyscore.io.label_maps import write_label_slices
+
+        labels_out = write_label_slices(
+            args.labels,
+            _labels_destination(args),
+            ct=args.input,
+            start=selected.start,
+            stop=selected.stop,
+            mask_outside=args.mask_outside,
+            series_uid=args.series,
+        )
+        what = "labels outside" if args.mask_outside else "labels on"
+        _eprint(f"{args.labels}: {what} {kept} -> {labels_out}")
+        if args.mask_outside:
+            return EXIT_OK
     out = write_cropped(
         args.input, args.output, start=selected.start, stop=selected.stop, series_uid=args.series
     )
-    _eprint(
-        f"{args.input}: kept slices {selected.start}..{selected.stop - 1} of {result.n_slices} "
-        f"(scores {bounds.score_min:.1f}..{bounds.score_max:.1f}) -> {out}"
-    )
+    _eprint(f"{args.input}: kept {kept} -> {out}")
     return EXIT_OK
 
 
@@ -411,9 +448,9 @@ def _add_predict(sub: Any) -> None:
 def _add_crop(sub: Any) -> None:
     p = sub.add_parser(
         "crop",
-        help="crop a CT volume to a known body region (thesis sec. 4.3.2)",
+        help="crop a CT volume (and its label map) to a known body region (thesis sec. 4.3.2)",
         description="Write the slices whose cleaned score lies in a known region, in the "
-        "input's own format and orientation.",
+        "input's own format and orientation; with --labels its label map on the same slices.",
     )
     p.add_argument("input", metavar="INPUT")
     p.add_argument(
@@ -444,9 +481,30 @@ def _add_crop(sub: Any) -> None:
         help="data-driven bounds from the result JSON files of an algorithm's "
         "training data (quantiles --q-min/--q-max)",
     )
+    how.add_argument(
+        "--known-region",
+        metavar="FILE",
+        help="score bounds of a known-region.json ('bodyscore known-region fit')",
+    )
     p.add_argument("--q-min", type=float, default=0.05)
     p.add_argument("--q-max", type=float, default=0.95)
     p.add_argument("--series", metavar="UID", help="series to crop in a DICOM folder")
+    p.add_argument(
+        "--labels",
+        metavar="SEG",
+        help="a label map on the CT grid (NIfTI, NRRD/MHA, DICOM SEG) cropped on the same slices",
+    )
+    p.add_argument(
+        "--labels-out",
+        metavar="SEG_OUT",
+        help="cropped label map (default: beside OUTPUT, <SEG stem>_cropped<suffix>)",
+    )
+    p.add_argument(
+        "--mask-outside",
+        action="store_true",
+        help="do not crop: write the label map to OUTPUT with its grid kept and every label "
+        "outside the region set to 0 (post-processing of a network's output)",
+    )
     _add_model_options(p)
     p.set_defaults(func=_cmd_crop)
 
@@ -497,7 +555,9 @@ def _add_training(sub: Any) -> None:
 #: Further sub-commands, one module each under ``bodyscore/cli_commands/``. Each module defines
 #: ``register(subparsers) -> None`` (adds its parser and sets ``func``) and must import nothing
 #: heavy at module level; its handlers may print (they are part of the CLI layer).
-_COMMAND_MODULES: tuple[str, ...] = ("evaluate", "idc", "cohort", "report", "dicomweb")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "evaluate", "idc", "cohort", "report", "dicomweb", "known_region", "dataset"
+)
 
 
 def _register_command_modules(sub: Any) -> None:

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,11 @@ __all__ = [
     "CohortJob",
     "CohortSummary",
     "build_table",
+    "cached_model",
     "discover_jobs",
     "parts_dir_for",
     "run_cohort",
+    "run_tasks",
     "score_job",
 ]
 
@@ -236,7 +238,8 @@ def discover_jobs(source: str | os.PathLike[str]) -> list[CohortJob]:
 _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
 
-def _model(name: str, backend: Any) -> Any:
+def cached_model(name: str, backend: Any) -> Any:
+    """The model ``name`` loaded once per worker process (:func:`bodyscore.model.load_model`)."""
     if (name, backend) not in _MODEL_CACHE:
         from bodyscore.model import load_model
 
@@ -316,7 +319,7 @@ def score_job(
         volume = read_volume(job.path, series_uid=job.series_uid)
         row["read_s"] = time.perf_counter() - start
         tick = time.perf_counter()
-        result = predict(volume, _model(model, backend))
+        result = predict(volume, cached_model(model, backend))
         row["predict_s"] = time.perf_counter() - tick
         _fill_from_result(row, result, volume)
         row["result_json"] = str(write_json(result, parts / f"{job.key}.json"))
@@ -404,6 +407,59 @@ def _make_client(workers: int, scheduler: str | None) -> tuple[Any, Any]:
     return Client(cluster), cluster
 
 
+def run_tasks(
+    function: Callable[..., Any],
+    items: Sequence[Any],
+    *,
+    keys: Sequence[str],
+    workers: int = 2,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs: Any,
+) -> Iterator[Any]:
+    """Run ``function(item, **kwargs)`` for every item on a Dask cluster; yield each result as
+    it completes.
+
+    ``function`` must be importable by the workers (a module-level function), never raise for a
+    bad item, and write its own outputs (so that a killed run loses nothing it finished).
+
+    Parameters
+    ----------
+    function : callable
+        ``function(item, **kwargs) -> result``.
+    items : sequence
+        Picklable work items.
+    keys : sequence of str
+        One unique Dask task key per item.
+    workers : int
+        ``LocalCluster`` worker processes (1 thread each), at most one per item; ignored with
+        ``scheduler``.
+    scheduler : str, optional
+        Address of an existing Dask scheduler.
+    progress : callable, optional
+        ``progress(done, total)`` after each item.
+    """
+    if not items:
+        return
+    client, cluster = _make_client(max(1, min(workers, len(items))), scheduler)
+    try:
+        from dask.distributed import as_completed
+
+        futures = [
+            client.submit(function, item, key=key, pure=False, **kwargs)
+            for item, key in zip(items, keys, strict=True)
+        ]
+        for done, future in enumerate(as_completed(futures), start=1):
+            result = future.result()
+            if progress is not None:
+                progress(done, len(items))
+            yield result
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run_cohort(
     source: str | os.PathLike[str],
     table_path: str | os.PathLike[str],
@@ -450,36 +506,21 @@ def run_cohort(
         if j.key not in done_rows or (retry_failed and done_rows[j.key].get("status") != "ok")
     ]
     n_failed = 0
-    if todo:
-        n_workers = max(1, min(workers, len(todo)))
-        client, cluster = _make_client(n_workers, scheduler)
-        try:
-            from dask.distributed import as_completed
-
-            futures = [
-                client.submit(
-                    score_job,
-                    job,
-                    model=str(model),
-                    backend=backend,
-                    parts_dir=str(parts),
-                    thumbnails=thumbnails,
-                    key=f"bodyscore-{job.key}",
-                    pure=False,
-                )
-                for job in todo
-            ]
-            for done, future in enumerate(as_completed(futures), start=1):
-                row = future.result()
-                if row["status"] != "ok":
-                    n_failed += 1
-                    logger.warning("%s: %s", row["source"], row["error"])
-                if progress is not None:
-                    progress(done, len(todo))
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    for row in run_tasks(
+        score_job,
+        todo,
+        keys=[f"bodyscore-{job.key}" for job in todo],
+        workers=workers,
+        scheduler=scheduler,
+        progress=progress,
+        model=str(model),
+        backend=backend,
+        parts_dir=str(parts),
+        thumbnails=thumbnails,
+    ):
+        if row["status"] != "ok":
+            n_failed += 1
+            logger.warning("%s: %s", row["source"], row["error"])
     build_table(parts, table_path, keys=[j.key for j in all_jobs])
     n_failed += sum(
         1

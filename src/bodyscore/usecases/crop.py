@@ -29,6 +29,7 @@ __all__ = [
     "bounds_from_results",
     "bounds_from_scores",
     "slices_in_bounds",
+    "slices_in_scores",
 ]
 
 logger = logging.getLogger(__name__)
@@ -215,11 +216,28 @@ def slices_in_bounds(result: ScoreResult, bounds: CropBounds) -> SliceRange | No
     Returns
     -------
     SliceRange or None
-        The longest contiguous run of input slices (first one on ties) whose cleaned score lies
+        See :func:`slices_in_scores`.
+    """
+    return slices_in_scores(result.cleaned, bounds)
+
+
+def slices_in_scores(scores: np.ndarray, bounds: CropBounds) -> SliceRange | None:
+    """Slices to keep given cleaned scores (thesis sec. 4.3.2, step 3).
+
+    Parameters
+    ----------
+    scores : numpy.ndarray, shape (n,)
+        Cleaned slice scores in the input's own slice order, NaN where missing.
+    bounds : CropBounds
+
+    Returns
+    -------
+    SliceRange or None
+        The longest contiguous run of slices (first one on ties) whose cleaned score lies
         in ``bounds``; slices without a score (NaN) inside the run, i.e. with in-bound slices on
         both sides, are kept with it. None when no slice is in bounds.
     """
-    scores = result.cleaned
+    scores = np.asarray(scores, dtype=np.float64)
     inside = bounds.contains(scores)
     missing = np.isnan(scores)
     # bridge gaps of missing scores enclosed by in-bound slices
