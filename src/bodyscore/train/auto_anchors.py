@@ -47,6 +47,7 @@ from bodyscore.errors import InputError
 from bodyscore.preprocess import PreprocessingConfig, preprocess_slices
 
 __all__ = [
+    "DEFAULT_LUNG_DETECTION",
     "LungDetectionConfig",
     "LungExtent",
     "detect_lung_extent",
