@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+
+from bodyscore.cli import main
 from helpers.dicom_cases import (
     DCIODVFY,
     dciodvfy_errors,
@@ -20,8 +22,6 @@ from helpers.dicom_cases import (
     own_frame_of_reference,
     rewrite_series,
 )
-
-from bodyscore.cli import main
 
 SHARED_SERIES = ("ge_head_tilt18.5_varspacing", "lidc0314_chest_ffs_derived", "ts_petct_slab")
 MADE_SERIES = ("enhanced_one_file", "enhanced_two_files", "ge_empty_sop_uids",
