@@ -413,7 +413,6 @@ def _frame_views(path: Path, ds: Any) -> list[_Slice]:
     the frame's :func:`frame_attributes`.
     """
     from pydicom import Dataset
-    from pydicom.dataelem import DataElement
 
     n_frames = int(ds.get("NumberOfFrames") or 1)
     if n_frames <= 1 and "PerFrameFunctionalGroupsSequence" not in ds:
@@ -425,15 +424,12 @@ def _frame_views(path: Path, ds: Any) -> list[_Slice]:
             "items in PerFrameFunctionalGroupsSequence; cannot place its frames"
         )
     top = [e for e in ds if e.keyword not in (*_FUNCTIONAL_GROUPS, "PixelData")]
-    sop_class, sop_instance = sop_uids(ds)
     views = []
     for number in range(1, n_frames + 1):
         view = Dataset()
         view.file_meta = ds.file_meta
         for element in top:
             view.add(element)
-        view["SOPClassUID"] = DataElement("SOPClassUID", "UI", sop_class)
-        view["SOPInstanceUID"] = DataElement("SOPInstanceUID", "UI", sop_instance)
         for element in frame_attributes(ds, number):
             view[element.keyword] = element
         views.append(_Slice(path, view, number))
@@ -493,19 +489,18 @@ def _nominal_step(ds: Any) -> float:
 
 
 def _uid_warnings(slices: Sequence[_Slice]) -> list[str]:
-    """Warnings about SOP UIDs that only the file meta information holds, or nothing holds."""
+    """Warnings about SOPInstanceUIDs that only the file meta information holds, or nothing."""
     files = {s.path: s.header for s in slices}
     from_meta = sum(
-        1 for ds in files.values()
-        if not (ds.get("SOPInstanceUID") and ds.get("SOPClassUID")) and all(sop_uids(ds))
+        1 for ds in files.values() if not ds.get("SOPInstanceUID") and sop_uids(ds)[1]
     )
-    missing = sum(1 for ds in files.values() if not all(sop_uids(ds)))
+    missing = sum(1 for ds in files.values() if not sop_uids(ds)[1])
     out = []
     if from_meta:
         out.append(
-            f"{from_meta} of {len(files)} files have an empty SOPClassUID/SOPInstanceUID in the "
-            "data set; identified by the file meta information (MediaStorageSOPClassUID/"
-            "MediaStorageSOPInstanceUID)"
+            f"{from_meta} of {len(files)} files have an empty SOPInstanceUID in the data set; "
+            "identified by the file meta information (MediaStorageSOPInstanceUID, and "
+            "MediaStorageSOPClassUID where SOPClassUID is empty)"
         )
     if missing:
         out.append(
