@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from bodyscore.errors import InputError
@@ -23,18 +24,19 @@ def ge_dir(shared_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scored(ge_dir: Path, tiny_model_dir: Path):
-    """(volume, result with hand-set regions, source images) of the GE head series."""
-    from bodyscore.export.seg import read_source_images
+    """(volume, result with hand-set regions, source series) of the GE head series."""
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
+    from bodyscore.io.dicom_source import read_source_series
 
     volume = read_volume(ge_dir)
     result = predict(volume, str(tiny_model_dir)).replace(
         body_part_examined={"legs": (), "shoulder-neck": NECK, "head": HEAD},
         body_part_examined_tag="HEAD-NECK",
     )
-    images = read_source_images(volume.meta["files"], volume.meta["sop_instance_uids"])
-    return volume, result, images
+    source = read_source_series(volume.meta["files"], volume.meta["sop_instance_uids"],
+                                volume.meta["frame_numbers"])
+    return volume, result, source
 
 
 def test_body_mask_keeps_large_components_and_fills_holes() -> None:
@@ -67,7 +69,7 @@ def test_seg_segments_frames_and_references(scored, tmp_path: Path) -> None:
     algo = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert algo.AlgorithmName == "bodyscore"
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == volume.meta["series_instance_uid"]
-    assert seg.FrameOfReferenceUID == images[0].FrameOfReferenceUID
+    assert seg.FrameOfReferenceUID == images.images[0].FrameOfReferenceUID
     uids = volume.meta["sop_instance_uids"]
     seen: dict[int, set[str]] = {1: set(), 2: set()}
     for frame in seg.PerFrameFunctionalGroupsSequence:
@@ -96,9 +98,9 @@ def test_sr_groups_regions_and_summary(scored, tmp_path: Path) -> None:
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
     evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
     assert evidence.SeriesInstanceUID == volume.meta["series_instance_uid"]
-    assert len(evidence.ReferencedSOPSequence) == len(images)
+    assert len(evidence.ReferencedSOPSequence) == len(images.images)
     groups = sr.content.get_image_measurement_groups()
-    assert len(groups) == result.n_slices + 1  # every slice has a score here, + summary
+    assert len(groups) == result.n_slices + 1  # every slice has a group, + summary
     slice_0 = groups[0]
     first_uid = volume.meta["sop_instance_uids"][0]
     assert slice_0.source_images[0].referenced_sop_instance_uid == first_uid
@@ -118,15 +120,31 @@ def test_sr_groups_regions_and_summary(scored, tmp_path: Path) -> None:
     assert values["Reverse z-ordering"] in ("Yes", "No")
 
 
-def test_source_series_problems_are_clear(ct_dir: Path) -> None:
-    from bodyscore.export.seg import read_source_images
+def test_source_series_problems_are_clear(ct_dir: Path, tmp_path: Path) -> None:
     from bodyscore.io import read_volume
+    from bodyscore.io.dicom_source import read_source_series
 
-    lidc = read_volume(ct_dir / "dicom" / "lidc0314_chest_ffs_derived")
-    with pytest.raises(InputError, match="FrameOfReferenceUID"):
-        read_source_images(lidc.meta["files"], lidc.meta["sop_instance_uids"])
-    with pytest.raises(InputError, match="no SOPInstanceUID"):
-        read_source_images([], ["", ""])
+    ge = read_volume(ct_dir / "dicom" / "ge_head_tilt18.5_varspacing")
+    files, uids = list(ge.meta["files"]), list(ge.meta["sop_instance_uids"])
+    with pytest.raises(InputError, match="one of each per slice"):
+        read_source_series([], [])
+    with pytest.raises(InputError, match="differs from the scored slice"):
+        read_source_series(files, uids[::-1])
+    # an instance with no SOPInstanceUID anywhere: refused, the reason named
+    bare = tmp_path / "bare.dcm"
+    ds = pydicom.dcmread(files[0])
+    ds.SOPInstanceUID = ""
+    ds.file_meta.MediaStorageSOPInstanceUID = ""
+    ds.save_as(bare)
+    with pytest.raises(InputError, match="cannot reference this instance"):
+        read_source_series([bare], [""])
+    # two studies in one series cannot become one SEG
+    other = tmp_path / "other.dcm"
+    ds = pydicom.dcmread(files[1])
+    ds.StudyInstanceUID = "1.2.3.4"
+    ds.save_as(other)
+    with pytest.raises(InputError, match="studies"):
+        read_source_series([files[0], other], uids[:2])
 
 
 def test_dicomweb_urls() -> None:

@@ -164,3 +164,49 @@ def test_mixed_sizes_refused(tmp_path: Path, dicom_dir: Path) -> None:
 
     with pytest.raises(DicomSeriesError, match="ImageOrientationPatient"):
         read_volume(folder)
+
+
+@pytest.mark.parametrize("n_files", [1, 2])
+def test_multiframe_ct_reads_like_its_single_frame_series(
+    dicom_dir: Path, tmp_path: Path, n_files: int
+) -> None:
+    """Legacy Converted Enhanced CT (highdicom) made of 30 LIDC slices, in one and in two files:
+    same voxels, positions and affine as the single-frame files, frames numbered per file."""
+    from helpers.dicom_cases import make_multiframe
+
+    lidc = dicom_dir / "lidc0314_chest_ffs_derived"
+    single = read_volume(lidc)
+    multi = read_volume(make_multiframe(lidc, tmp_path / "mf", n_slices=30, n_files=n_files))
+    assert multi.shape == (30, 256, 256)
+    np.testing.assert_array_equal(multi.array, single.array[:30])
+    np.testing.assert_allclose(multi.z_mm, single.z_mm[:30])
+    np.testing.assert_allclose(multi.affine, single.affine, atol=1e-6)
+    frames = multi.meta["frame_numbers"]
+    assert all(isinstance(f, int) and f >= 1 for f in frames)
+    assert len(set(zip(multi.meta["sop_instance_uids"], frames, strict=True))) == 30
+    assert len(set(multi.meta["sop_instance_uids"])) == n_files
+    assert multi.warnings == ()
+
+
+def test_multiframe_crop_writes_the_selected_frames(dicom_dir: Path, tmp_path: Path) -> None:
+    from bodyscore.io import write_cropped
+    from helpers.dicom_cases import make_multiframe
+
+    folder = make_multiframe(dicom_dir / "lidc0314_chest_ffs_derived", tmp_path / "mf",
+                             n_slices=30, n_files=2)
+    whole = read_volume(folder)
+    out = write_cropped(folder, tmp_path / "crop", start=10, stop=25)
+    cropped = read_volume(out)
+    np.testing.assert_array_equal(cropped.array, whole.array[10:25])
+    np.testing.assert_allclose(cropped.z_mm, whole.z_mm[10:25])
+    assert not set(cropped.meta["sop_instance_uids"]) & set(whole.meta["sop_instance_uids"])
+
+
+def test_empty_dataset_sop_uids_are_taken_from_the_file_meta(dicom_dir: Path) -> None:
+    volume = read_volume(dicom_dir / "ts_petct_slab")
+    meta_uids = [
+        str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID)
+        for f in volume.meta["files"]
+    ]
+    assert list(volume.meta["sop_instance_uids"]) == meta_uids
+    assert any("file meta information" in w for w in volume.warnings)

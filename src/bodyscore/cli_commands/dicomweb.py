@@ -3,6 +3,7 @@
 ::
 
     bodyscore dicom DICOM_FOLDER -o OUT --seg --sr
+    bodyscore dicom --read-sr OUT/SERIES_sr.dcm -o AUDIT     # SR back to the result JSON
     bodyscore dicom "dicomweb://pacs:8042/dicom-web?series=1.2.3" -o OUT --seg --sr \\
         --auth-user me --password-file ~/.pacs-password --stow dicomweb://pacs:8042/dicom-web
 
@@ -49,7 +50,25 @@ def _is_remote(text: str) -> bool:
     return text.lower().startswith(("dicomweb://", "dicomwebs://", "http://", "https://"))
 
 
+def _cmd_read_sr(args: argparse.Namespace) -> int:
+    from bodyscore.cli import input_stem
+    from bodyscore.export.sr import read_measurement_report
+
+    result = read_measurement_report(args.input)
+    stem = input_stem(args.input)
+    for path in _write_all(Path(args.output), {f"{stem}.json": result.to_json(indent=2) + "\n"}):
+        _eprint(f"wrote {path}")
+    _eprint(f"{args.input}: {result.body_part_examined_tag}")
+    return 0
+
+
 def _cmd_dicom(args: argparse.Namespace) -> int:
+    if args.read_sr:
+        return _cmd_read_sr(args)
+    return _score_dicom(args)
+
+
+def _score_dicom(args: argparse.Namespace) -> int:
     from bodyscore.cli import input_stem
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
@@ -75,17 +94,24 @@ def _cmd_dicom(args: argparse.Namespace) -> int:
             files = list(volume.meta.get("files", ()))
             stem = input_stem(args.input)
         result = predict(volume, model, batch_size=args.batch_size)
-        outputs: dict[str, Any] = {f"{stem}.json": result.to_json(indent=2) + "\n"}
+        objects: dict[str, Any] = {}
         if args.seg or args.sr:
-            from bodyscore.export.seg import build_region_segmentation, read_source_images
+            from bodyscore.io.dicom_source import read_source_series
 
-            images = read_source_images(files, volume.meta.get("sop_instance_uids", ()))
+            source = read_source_series(
+                files, volume.meta.get("sop_instance_uids", ()),
+                volume.meta.get("frame_numbers", ()),
+            )
+            result = result.replace(warnings=(*result.warnings, *source.notes))
             if args.seg:
-                outputs[f"{stem}_seg.dcm"] = build_region_segmentation(result, images)
+                from bodyscore.export.seg import build_region_segmentation
+
+                objects[f"{stem}_seg.dcm"] = build_region_segmentation(result, source)
             if args.sr:
                 from bodyscore.export.sr import build_measurement_report
 
-                outputs[f"{stem}_sr.dcm"] = build_measurement_report(result, images)
+                objects[f"{stem}_sr.dcm"] = build_measurement_report(result, source)
+        outputs: dict[str, Any] = {f"{stem}.json": result.to_json(indent=2) + "\n", **objects}
     written = _write_all(Path(args.output), outputs)
     for path in written:
         _eprint(f"wrote {path}")
@@ -135,11 +161,14 @@ def register(subparsers: Any) -> None:
         "environment variables only (BODYSCORE_DICOMWEB_TOKEN[_FILE], "
         "BODYSCORE_DICOMWEB_USER + BODYSCORE_DICOMWEB_PASSWORD[_FILE]).",
     )
-    p.add_argument("input", metavar="INPUT", help="DICOM folder or dicomweb[s]:// series URL")
+    p.add_argument("input", metavar="INPUT",
+                   help="DICOM folder or dicomweb[s]:// series URL (with --read-sr: an SR file)")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
     p.add_argument("--series", metavar="UID", help="SeriesInstanceUID (if not in the URL)")
     p.add_argument("--seg", action="store_true", help="write a DICOM SEG of the body regions")
     p.add_argument("--sr", action="store_true", help="write a TID 1500 structured report")
+    p.add_argument("--read-sr", action="store_true",
+                   help="read INPUT, a bodyscore SR, back into OUTDIR/<stem>.json (no scoring)")
     p.add_argument("--stow", metavar="URL", help="store SEG/SR on this DICOMweb root (STOW-RS)")
     auth = p.add_argument_group("DICOMweb authentication (secrets never on the command line)")
     auth.add_argument("--auth-user", metavar="USER", help="user for HTTP basic authentication")

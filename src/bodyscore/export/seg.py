@@ -9,6 +9,10 @@ overlap (thesis table 4.6), which a BINARY SEG allows.
 
 Frame ``k`` of a segment refers to source image ``k`` of the series sorted by position along the
 slice normal — the input's own slice order of the result (``Volume.meta['sop_instance_uids']``).
+For a multi-frame source (one Enhanced / Legacy Converted Enhanced CT instance) the segment frames
+refer to the source's frames (``Volume.meta['frame_numbers']``); a series of several multi-frame
+instances is referenced through the frames' plane positions (highdicom matches them to the
+source frames).
 Differs from bpreg / IDC: IDC encodes regions as per-slice SR annotations only
 (``notes/bpreg-reference.md`` sec. 4); a SEG lets OHIF and 3D Slicer show them as coloured masks.
 
@@ -23,7 +27,8 @@ and chest 816094009; the older ones above stay valid SNOMED concepts.)
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +40,7 @@ from bodyscore.errors import InputError, OutputError
 if TYPE_CHECKING:
     from pydicom import Dataset
 
+    from bodyscore.io.dicom_source import SourceSeries
     from bodyscore.result import ScoreResult
 
 __all__ = [
@@ -42,24 +48,11 @@ __all__ = [
     "RegionCode",
     "body_mask",
     "build_region_segmentation",
-    "read_source_images",
     "write_dataset",
 ]
 
 DEFAULT_BODY_THRESHOLD_HU = -500.0
 KEEP_COMPONENT_FRACTION = 0.5
-#: Type 2 patient/study attributes highdicom copies from the source images.
-TYPE2_PATIENT_STUDY = (
-    "PatientName",
-    "PatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyDate",
-    "StudyTime",
-    "StudyID",
-    "AccessionNumber",
-    "ReferringPhysicianName",
-)
 
 
 @dataclass(frozen=True)
@@ -93,63 +86,6 @@ REGION_CODES: Mapping[str, RegionCode] = {
     "shoulder-neck": RegionCode("45048000", "Neck", "Shoulder-neck", (216, 101, 79)),
     "head": RegionCode("69536005", "Head", "Head", (220, 245, 20)),
 }
-
-
-def read_source_images(
-    files: Sequence[str | os.PathLike[str]], sop_instance_uids: Sequence[str]
-) -> list[Dataset]:
-    """Read the source CT instances in the result's slice order.
-
-    Parameters
-    ----------
-    files : sequence of path-like
-        The series' instance files (any order).
-    sop_instance_uids : sequence of str
-        SOPInstanceUIDs in the input's own slice order (``Volume.meta['sop_instance_uids']``).
-
-    Returns
-    -------
-    list of pydicom.Dataset
-        One dataset (with pixel data) per slice, ordered like ``sop_instance_uids``; missing
-        type 2 patient/study attributes are added empty (in memory only).
-
-    Raises
-    ------
-    InputError
-        A slice lacks a SOPInstanceUID or is missing among ``files``.
-    """
-    import pydicom
-
-    if not sop_instance_uids or not all(sop_instance_uids):
-        raise InputError(
-            "source series: some instances have no SOPInstanceUID; a SEG/SR cannot reference "
-            "them (fix the DICOM files)"
-        )
-    by_uid: dict[str, Any] = {}
-    for path in files:
-        ds = pydicom.dcmread(path)
-        by_uid[str(ds.get("SOPInstanceUID", ""))] = ds
-    missing = [uid for uid in sop_instance_uids if uid not in by_uid]
-    if missing:
-        raise InputError(f"source series: {len(missing)} instances not found, e.g. {missing[0]}")
-    images = [by_uid[uid] for uid in sop_instance_uids]
-    for ds in images:  # anonymised files often drop these type 2 attributes; empty is valid
-        for keyword in TYPE2_PATIENT_STUDY:
-            if keyword not in ds:
-                setattr(ds, keyword, "")
-    frames = {str(ds.get("FrameOfReferenceUID", "")) for ds in images}
-    if len(frames) > 1:
-        raise InputError(
-            f"source series: its instances carry {len(frames)} different FrameOfReferenceUIDs; "
-            "a SEG/SR needs one frame of reference per series (fix the DICOM headers)"
-        )
-    return images
-
-
-def _hu(ds: Dataset) -> np.ndarray:
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return np.asarray(ds.pixel_array, dtype=np.float32) * slope + intercept
 
 
 def body_mask(hu: np.ndarray, *, threshold_hu: float = DEFAULT_BODY_THRESHOLD_HU) -> np.ndarray:
@@ -198,46 +134,7 @@ def _algorithm(model: Mapping[str, Any]) -> Any:
     )
 
 
-def build_region_segmentation(
-    result: ScoreResult,
-    source_images: Sequence[Dataset],
-    *,
-    threshold_hu: float = DEFAULT_BODY_THRESHOLD_HU,
-    series_number: int = 102,
-) -> Any:
-    """Build a binary DICOM SEG with one segment per body region present.
-
-    Parameters
-    ----------
-    result : ScoreResult
-        Scores of the series; ``body_part_examined`` indices in the input's own order.
-    source_images : sequence of pydicom.Dataset
-        The CT instances with pixel data, in the same order (:func:`read_source_images`).
-    threshold_hu : float
-        Body threshold in HU.
-    series_number : int
-        SeriesNumber of the SEG.
-
-    Returns
-    -------
-    highdicom.seg.Segmentation
-
-    Raises
-    ------
-    InputError
-        Image count differs from the result's slices, or no slice lies in any region.
-    """
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    from bodyscore import __version__
-
-    n = len(source_images)
-    if n != result.n_slices:
-        raise InputError(
-            f"SEG: {n} source images but the result has {result.n_slices} slices; "
-            "score the same series"
-        )
+def _region_slices(result: ScoreResult) -> list[tuple[str, list[int]]]:
     regions = [
         (name, sorted(result.body_part_examined.get(name, ())))
         for name in REGION_CODES
@@ -245,15 +142,15 @@ def build_region_segmentation(
     ]
     if not regions:
         raise InputError("SEG: no slice was assigned to a body region; no SEG to write")
-    rows, cols = int(source_images[0].Rows), int(source_images[0].Columns)
-    masks = np.zeros((n, rows, cols, len(regions)), dtype=bool)
-    needed = sorted({i for _, indices in regions for i in indices})
-    body = {i: body_mask(_hu(source_images[i]), threshold_hu=threshold_hu) for i in needed}
-    for s, (_, indices) in enumerate(regions):
-        for i in indices:
-            masks[i, :, :, s] = body[i]
-    algorithm = _algorithm(result.model)
-    descriptions = [
+    return regions
+
+
+def _descriptions(regions: list[tuple[str, list[int]]], model: Mapping[str, Any]) -> list[Any]:
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    algorithm = _algorithm(model)
+    return [
         hd.seg.SegmentDescription(
             segment_number=s + 1,
             segment_label=REGION_CODES[name].label,
@@ -269,29 +166,149 @@ def build_region_segmentation(
         )
         for s, (name, _) in enumerate(regions)
     ]
+
+
+def _masks_and_sources(
+    source: SourceSeries, regions: list[tuple[str, list[int]]], threshold_hu: float
+) -> tuple[np.ndarray, list[Any], dict[str, Any]]:
+    """(pixel array (planes, rows, cols, segments), source images, extra highdicom arguments).
+
+    Single-frame series: plane k = slice k, one source image per slice. One multi-frame instance:
+    plane f = its frame f + 1. Several multi-frame instances: plane k = slice k with its plane
+    position, the first instance as source and the others as further sources.
+    """
+    import highdicom as hd
+
+    n = source.n_slices
+    first = source.image(0)
+    rows, cols = int(first.Rows), int(first.Columns)
+    needed = sorted({i for _, indices in regions for i in indices})
+    body = {i: body_mask(source.hu(i), threshold_hu=threshold_hu) for i in needed}
+    one_instance = len(source.images) == 1
+    if source.is_multiframe and one_instance:
+        planes = [int(source.frame(k) or 1) - 1 for k in range(n)]
+        n_planes = int(first.get("NumberOfFrames") or 1)
+    else:
+        planes, n_planes = list(range(n)), n
+    masks = np.zeros((n_planes, rows, cols, len(regions)), dtype=bool)
+    for s, (_, indices) in enumerate(regions):
+        for i in indices:
+            masks[planes[i], :, :, s] = body[i]
+    if not source.is_multiframe:
+        return masks, [source.image(k) for k in range(n)], {}
+    if one_instance:
+        return masks, [first], {}
+    positions = [
+        hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, source.position_mm(k))
+        for k in range(n)
+    ]
+    extra = {"plane_positions": positions, "further_source_images": list(source.images[1:])}
+    return masks, [source.images[0]], extra
+
+
+def _reference_frames(seg: Any, source: SourceSeries) -> Any:
+    """Give each SEG frame that highdicom left without a source reference (a series of several
+    multi-frame instances) its source frame, matched by plane position (PS3.3 C.7.6.16.2.6)."""
+    import highdicom as hd
+    from pydicom import Dataset
+
+    by_position = {
+        tuple(np.round(source.position_mm(k), 3)): k for k in range(source.n_slices)
+    }
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        if item.get("DerivationImageSequence"):
+            continue
+        ipp = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        k = by_position.get(tuple(np.round(ipp, 3)))
+        if k is None:
+            continue
+        image = source.image(k)
+        reference = Dataset()
+        reference.ReferencedSOPClassUID = image.SOPClassUID
+        reference.ReferencedSOPInstanceUID = image.SOPInstanceUID
+        reference.ReferencedFrameNumber = int(source.frame(k) or 1)
+        reference.SpatialLocationsPreserved = "YES"
+        reference.PurposeOfReferenceCodeSequence = [hd.sr.CodedConcept(
+            "121322", "DCM", "Source image for image processing operation"
+        )]
+        derivation = Dataset()
+        derivation.SourceImageSequence = [reference]
+        derivation.DerivationCodeSequence = [hd.sr.CodedConcept("113076", "DCM", "Segmentation")]
+        item.DerivationImageSequence = [derivation]
+    return seg
+
+
+def build_region_segmentation(
+    result: ScoreResult,
+    source: SourceSeries,
+    *,
+    threshold_hu: float = DEFAULT_BODY_THRESHOLD_HU,
+    series_number: int = 102,
+) -> Any:
+    """Build a binary DICOM SEG with one segment per body region present.
+
+    Parameters
+    ----------
+    result : ScoreResult
+        Scores of the series; ``body_part_examined`` indices in the input's own order.
+    source : SourceSeries
+        The CT instances with pixel data, slices in the same order
+        (:func:`bodyscore.io.dicom_source.read_source_series`).
+    threshold_hu : float
+        Body threshold in HU.
+    series_number : int
+        SeriesNumber of the SEG.
+
+    Returns
+    -------
+    highdicom.seg.Segmentation
+
+    Raises
+    ------
+    InputError
+        Slice count differs from the result's, no slice lies in any region, or highdicom
+        cannot reference the source images.
+    """
+    import highdicom as hd
+
+    from bodyscore import __version__
+
+    if source.n_slices != result.n_slices:
+        raise InputError(
+            f"SEG: {source.n_slices} source slices but the result has {result.n_slices}; "
+            "score the same series"
+        )
+    regions = _region_slices(result)
+    masks, images, extra = _masks_and_sources(source, regions, threshold_hu)
     model = result.model
     try:
-        return hd.seg.Segmentation(
-            source_images=list(source_images),
-            pixel_array=masks,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=series_number,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="bodyscore",
-            manufacturer_model_name=str(model.get("name", "bodyscore"))[:64],
-            software_versions=f"bodyscore {__version__}",
-            device_serial_number=str(model.get("sha256") or model.get("version") or "none")[:64],
-            series_description="bodyscore body regions",
-            content_label="BODYREGIONS",
-            content_description="Body regions (thesis table 4.6) from body part regression",
-            content_creator_name="bodyscore^",
-            omit_empty_frames=True,
-        )
+        with warnings.catch_warnings():  # e.g. the source's single-component PatientName
+            warnings.simplefilter("ignore", UserWarning)
+            seg = hd.seg.Segmentation(
+                source_images=images,
+                pixel_array=masks,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=_descriptions(regions, model),
+                series_instance_uid=hd.UID(),
+                series_number=series_number,
+                sop_instance_uid=hd.UID(),
+                instance_number=1,
+                manufacturer="bodyscore",
+                manufacturer_model_name=str(model.get("name", "bodyscore"))[:64],
+                software_versions=f"bodyscore {__version__}",
+                device_serial_number=str(
+                    model.get("sha256") or model.get("version") or "none"
+                )[:64],
+                series_description="bodyscore body regions",
+                content_label="BODYREGIONS",
+                content_description="Body regions (thesis table 4.6) from body part regression",
+                content_creator_name="bodyscore^",
+                omit_empty_frames=True,
+                **extra,
+            )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise InputError(f"SEG: the source images cannot be referenced ({exc})") from exc
+    return _reference_frames(seg, source) if extra else seg
 
 
 def write_dataset(dataset: Dataset, path: str | os.PathLike[str]) -> Path:

@@ -116,6 +116,12 @@ def _crop_dicom(
     selected = layout.files[start:stop]
     names = [f.name for f in selected]
     unique = len(set(names)) == len(names)
+    if any(frame is not None for frame in layout.frames):  # multi-frame: new instances
+        from bodyscore.io.dicom_crop import write_frame_subset
+
+        with atomic_dir(destination) as tmp:
+            write_frame_subset(layout, start, stop, tmp)
+        return
     with atomic_dir(destination) as tmp:
         for i, file in enumerate(selected):
             name = file.name if unique else f"{start + i:05d}_{file.name}"

@@ -11,6 +11,16 @@ uses for bpreg results (``notes/bpreg-reference.md`` sec. 4). bpreg itself only 
 Gantry tilt: the slices are not resampled. The affine's k column and ``z_positions_mm`` follow the
 stacking direction (the IPP differences, i.e. along the table), and the tilt angle between that
 direction and the slice normal is reported in ``meta['gantry_tilt_deg']`` with a warning.
+
+Multi-frame CT (Enhanced CT Image Storage, Legacy Converted Enhanced CT Image Storage; one or
+several files per series): every frame is one slice. Its geometry and rescale come from the
+frame's item of the Per-frame Functional Groups Sequence, else from the Shared Functional Groups
+Sequence (PS3.3 C.7.6.16: Plane Position, Plane Orientation, Pixel Measures, Pixel Value
+Transformation, CT Image Frame Type); frames are then sorted with the single-frame images like any
+slice, and ``meta['frame_numbers']`` gives each slice's frame number (1-based; None for a
+single-frame image). Anonymised files whose data set has empty SOPClassUID/SOPInstanceUID are
+identified by the file meta information (MediaStorageSOPClassUID/MediaStorageSOPInstanceUID), as
+viewers do, with a warning.
 """
 
 from __future__ import annotations
@@ -45,10 +55,12 @@ from bodyscore.volume import Volume
 __all__ = [
     "SeriesInfo",
     "SeriesLayout",
+    "frame_attributes",
     "is_dicom_file",
     "list_dicom_series",
     "locate_series",
     "read_dicom_series",
+    "sop_uids",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,9 +121,14 @@ class SeriesLayout:
     source : str
         ``"<folder> [series <uid>]"``, used in messages.
     files : tuple of pathlib.Path
-        Instance files sorted by position along the slice normal (ascending); duplicates dropped.
+        File of each slice, slices sorted by position along the slice normal (ascending);
+        duplicates dropped. A multi-frame file appears once per frame.
     headers : tuple of pydicom.Dataset
-        Headers (no pixel data) of ``files``, same order.
+        Header (no pixel data) of each slice, same order; for a frame of a multi-frame file a
+        view holding the file's top-level attributes and the frame's functional group values.
+    frames : tuple of int or None
+        Frame number (1-based) of each slice in its multi-frame file; None for single-frame
+        images.
     affine : numpy.ndarray, shape (4, 4)
         Voxel (i = column, j = row, k = file index) → RAS+ mm; k column = median stacking step.
     positions_mm : numpy.ndarray, shape (k,)
@@ -125,6 +142,7 @@ class SeriesLayout:
     source: str
     files: tuple[Path, ...]
     headers: tuple[Any, ...]
+    frames: tuple[int | None, ...]
     affine: np.ndarray
     positions_mm: np.ndarray
     tilt_deg: float
@@ -169,7 +187,20 @@ _USED_KEYWORDS = (
     "NumberOfFrames", "InstanceNumber", "RescaleSlope", "RescaleIntercept", "SliceThickness",
     "SpacingBetweenSlices", "GantryDetectorTilt", "SeriesDescription", "BodyPartExamined",
     "Manufacturer", "PatientPosition", "ConvolutionKernel", "SamplesPerPixel", "BitsAllocated",
+    "SOPClassUID", "FrameOfReferenceUID",
 )
+
+#: Functional group macros (PS3.3 C.7.6.16.2) → the attributes read from them; a frame's value is
+#: taken from its Per-frame Functional Groups item, else from the Shared Functional Groups item.
+_FRAME_MACROS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("PlanePositionSequence", ("ImagePositionPatient",)),
+    ("PlaneOrientationSequence", ("ImageOrientationPatient",)),
+    ("PixelMeasuresSequence", ("PixelSpacing", "SliceThickness", "SpacingBetweenSlices")),
+    ("PixelValueTransformationSequence", ("RescaleSlope", "RescaleIntercept")),
+    ("CTAcquisitionDetailsSequence", ("GantryDetectorTilt",)),
+    ("CTImageFrameTypeSequence", ("FrameType",)),
+)
+_FUNCTIONAL_GROUPS = ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence")
 
 
 def _convert_elements(ds: Any) -> None:
@@ -309,47 +340,137 @@ def _vector(ds: Any, keyword: str, n: int, source: str) -> np.ndarray:
     return vec
 
 
-def _drop_localizers(
-    members: list[tuple[Path, Any]], source: str, warnings: list[str]
-) -> list[tuple[Path, Any]]:
+def sop_uids(ds: Any) -> tuple[str, str]:
+    """(SOPClassUID, SOPInstanceUID) of a data set; the file meta information's
+    MediaStorageSOPClassUID/MediaStorageSOPInstanceUID where the data set's are empty or absent
+    (anonymised files that viewers still show)."""
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(ds.get("SOPClassUID", "") or "") or str(
+        getattr(meta, "MediaStorageSOPClassUID", "") or ""
+    )
+    sop_instance = str(ds.get("SOPInstanceUID", "") or "") or str(
+        getattr(meta, "MediaStorageSOPInstanceUID", "") or ""
+    )
+    return sop_class, sop_instance
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """One slice: a single-frame image, or one frame (1-based ``frame``) of a multi-frame one."""
+
+    path: Path
+    header: Any
+    frame: int | None = None
+
+
+def _frame_value(items: Sequence[Any], macro: str, keyword: str) -> Any:
+    """The data element ``keyword`` of functional group ``macro`` in the first item that has it."""
+    for item in items:
+        group = item.get(macro) if item is not None else None
+        if group and keyword in group[0]:
+            return group[0][keyword]
+    return None
+
+
+def frame_attributes(ds: Any, frame_number: int) -> Any:
+    """The geometry and rescale attributes of one frame of a multi-frame image.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        Enhanced or Legacy Converted Enhanced CT image.
+    frame_number : int
+        1-based frame number.
+
+    Returns
+    -------
+    pydicom.Dataset
+        ImagePositionPatient, ImageOrientationPatient, PixelSpacing, SliceThickness,
+        SpacingBetweenSlices, RescaleSlope, RescaleIntercept, GantryDetectorTilt and ImageType
+        (from FrameType), each from the frame's Per-frame Functional Groups item, else from the
+        Shared Functional Groups item; absent where neither holds it.
+    """
+    from pydicom import Dataset
+    from pydicom.dataelem import DataElement
+
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    item = per_frame[frame_number - 1] if 0 < frame_number <= len(per_frame) else None
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    out = Dataset()
+    for macro, keywords in _FRAME_MACROS:
+        for keyword in keywords:
+            element = _frame_value((item, shared), macro, keyword)
+            if element is not None:
+                target = "ImageType" if keyword == "FrameType" else keyword
+                out[target] = DataElement(target, element.VR, element.value)
+    return out
+
+
+def _frame_views(path: Path, ds: Any) -> list[_Slice]:
+    """Split a multi-frame image into one header view per frame; a single-frame image is one slice.
+
+    A view holds the file's top-level attributes (functional groups and pixel data left out) and
+    the frame's :func:`frame_attributes`.
+    """
+    from pydicom import Dataset
+
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    if n_frames <= 1 and "PerFrameFunctionalGroupsSequence" not in ds:
+        return [_Slice(path, ds)]
+    n_items = len(ds.get("PerFrameFunctionalGroupsSequence") or [])
+    if n_items != n_frames:
+        raise DicomSeriesError(
+            f"{path}: multi-frame image with NumberOfFrames {n_frames} but {n_items} "
+            "items in PerFrameFunctionalGroupsSequence; cannot place its frames"
+        )
+    top = [e for e in ds if e.keyword not in (*_FUNCTIONAL_GROUPS, "PixelData")]
+    views = []
+    for number in range(1, n_frames + 1):
+        view = Dataset()
+        view.file_meta = ds.file_meta
+        for element in top:
+            view.add(element)
+        for element in frame_attributes(ds, number):
+            view[element.keyword] = element
+        views.append(_Slice(path, view, number))
+    return views
+
+
+def _drop_localizers(slices: list[_Slice], source: str, warnings: list[str]) -> list[_Slice]:
     images = [
-        (p, ds)
-        for p, ds in members
-        if "LOCALIZER" not in [str(t).upper() for t in (ds.get("ImageType") or [])]
+        s for s in slices
+        if "LOCALIZER" not in [str(t).upper() for t in (s.header.get("ImageType") or [])]
     ]
-    if len(images) < len(members):
-        warnings.append(f"{len(members) - len(images)} localizer images ignored")
+    if len(images) < len(slices):
+        warnings.append(f"{len(slices) - len(images)} localizer images ignored")
     if not images:
         raise DicomSeriesError(f"{source}: the series holds only localizer images")
     return images
 
 
-def _check_consistent(
-    members: list[tuple[Path, Any]], source: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return (IOP (6,), PixelSpacing (2,)); raise when files disagree on size/orientation."""
-    first = members[0][1]
+def _check_consistent(slices: list[_Slice], source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (IOP (6,), PixelSpacing (2,)); raise when slices disagree on size/orientation."""
+    first = slices[0].header
     iop = _vector(first, "ImageOrientationPatient", 6, source)
     spacing = _vector(first, "PixelSpacing", 2, source)
     size = (int(first.get("Rows", 0)), int(first.get("Columns", 0)))
-    for path, ds in members:
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-            raise DicomSeriesError(
-                f"{path}: multi-frame (enhanced) CT is not supported; convert to one file per slice"
-            )
+    for item in slices:
+        ds, name = item.header, item.path.name
+        if item.frame is not None:
+            name = f"{name} frame {item.frame}"
         if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != size:
             raise DicomSeriesError(
-                f"{source}: mixed image sizes in one series ({path.name} is "
+                f"{source}: mixed image sizes in one series ({name} is "
                 f"{ds.get('Rows')}x{ds.get('Columns')}, others {size[0]}x{size[1]}); "
                 "split the series"
             )
         if not np.allclose(_vector(ds, "ImageOrientationPatient", 6, source), iop, atol=1e-4):
             raise DicomSeriesError(
-                f"{source}: mixed ImageOrientationPatient in one series ({path.name}); "
+                f"{source}: mixed ImageOrientationPatient in one series ({name}); "
                 "split the series"
             )
         if not np.allclose(_vector(ds, "PixelSpacing", 2, source), spacing, rtol=1e-4):
-            raise DicomSeriesError(f"{source}: mixed PixelSpacing in one series ({path.name})")
+            raise DicomSeriesError(f"{source}: mixed PixelSpacing in one series ({name})")
     if size[0] < 1 or size[1] < 1:
         raise DicomSeriesError(f"{source}: Rows/Columns missing")
     if not np.all(spacing > 0):
@@ -367,32 +488,57 @@ def _nominal_step(ds: Any) -> float:
     return 1.0
 
 
+def _uid_warnings(slices: Sequence[_Slice]) -> list[str]:
+    """Warnings about SOPInstanceUIDs that only the file meta information holds, or nothing."""
+    files = {s.path: s.header for s in slices}
+    from_meta = sum(
+        1 for ds in files.values() if not ds.get("SOPInstanceUID") and sop_uids(ds)[1]
+    )
+    missing = sum(1 for ds in files.values() if not sop_uids(ds)[1])
+    out = []
+    if from_meta:
+        out.append(
+            f"{from_meta} of {len(files)} files have an empty SOPInstanceUID in the data set; "
+            "identified by the file meta information (MediaStorageSOPInstanceUID, and "
+            "MediaStorageSOPClassUID where SOPClassUID is empty)"
+        )
+    if missing:
+        out.append(
+            f"{missing} of {len(files)} files have no SOPInstanceUID, not even in the file meta "
+            "information; a DICOM SEG/SR cannot reference them"
+        )
+    return out
+
+
 def _assemble(
     folder: Path, uid: str, members: list[tuple[Path, Any]], skipped: Sequence[str] = ()
 ) -> SeriesLayout:
-    source = f"{folder} [series {uid}]"
+    source = f"{folder} [series {uid or 'without SeriesInstanceUID'}]"
     warnings: list[str] = [f"unreadable file skipped ({line})" for line in skipped]
-    members = _drop_localizers(members, source, warnings)
-    iop, pixel_spacing = _check_consistent(members, source)
+    slices = [s for path, ds in members for s in _frame_views(path, ds)]
+    slices = _drop_localizers(slices, source, warnings)
+    iop, pixel_spacing = _check_consistent(slices, source)
     row, col = iop[:3], iop[3:]
     normal = np.cross(row, col)
     if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
         raise DicomSeriesError(
             f"{source}: ImageOrientationPatient {iop.tolist()} is not orthonormal"
         )
-    ipp = np.stack([_vector(ds, "ImagePositionPatient", 3, source) for _, ds in members])
-    instance = np.asarray([int(ds.get("InstanceNumber") or 0) for _, ds in members])
+    ipp = np.stack([_vector(s.header, "ImagePositionPatient", 3, source) for s in slices])
+    instance = np.asarray([int(s.header.get("InstanceNumber") or 0) for s in slices])
+    frame = np.asarray([s.frame or 0 for s in slices])
     projection = ipp @ normal
-    order = np.lexsort((instance, projection))
+    order = np.lexsort((frame, instance, projection))
     ipp, projection = ipp[order], projection[order]
-    members = [members[i] for i in order]
-    keep = np.ones(len(members), dtype=bool)
+    slices = [slices[i] for i in order]
+    keep = np.ones(len(slices), dtype=bool)
     keep[1:] = np.diff(projection) > DUPLICATE_TOLERANCE_MM
     if not keep.all():
         warnings.append(f"{int((~keep).sum())} slices at duplicate positions dropped")
-        members = [m for m, k in zip(members, keep, strict=True) if k]
+        slices = [m for m, k in zip(slices, keep, strict=True) if k]
         ipp, projection = ipp[keep], projection[keep]
-    n = len(members)
+    warnings.extend(_uid_warnings(slices))
+    n = len(slices)
     if n > 1:
         stack = ipp[-1] - ipp[0]
         direction = stack / np.linalg.norm(stack)
@@ -402,7 +548,7 @@ def _assemble(
     steps = np.diff(positions)
     if n > 1 and np.any(steps <= 0):
         raise DicomSeriesError(f"{source}: slice positions do not advance along one direction")
-    step = float(np.median(steps)) if n > 1 else _nominal_step(members[0][1])
+    step = float(np.median(steps)) if n > 1 else _nominal_step(slices[0].header)
     if n > 2 and np.any(np.abs(steps - step) > UNIFORM_RTOL * step):
         warnings.append(
             f"non-uniform slice spacing: steps {steps.min():.3g}–{steps.max():.3g} mm "
@@ -421,8 +567,9 @@ def _assemble(
     lps[:3, 3] = ipp[0]
     return SeriesLayout(
         source=source,
-        files=tuple(p for p, _ in members),
-        headers=tuple(ds for _, ds in members),
+        files=tuple(s.path for s in slices),
+        headers=tuple(s.header for s in slices),
+        frames=tuple(s.frame for s in slices),
         affine=LPS_TO_RAS @ lps,
         positions_mm=positions,
         tilt_deg=tilt,
@@ -568,6 +715,26 @@ def _check_native_length(ds: Any, path: Path) -> None:
         )
 
 
+def _slices_by_file(layout: SeriesLayout) -> dict[Path, list[int]]:
+    """Slice indices of each file (a multi-frame file holds several), files in slice order."""
+    by_file: dict[Path, list[int]] = {}
+    for k, file in enumerate(layout.files):
+        by_file.setdefault(file, []).append(k)
+    return by_file
+
+
+def _frames_of(pixels: np.ndarray, file: Path, rows: int, cols: int) -> np.ndarray:
+    """Pixel data as (frames, rows, cols); raise when it is not Rows x Columns per frame."""
+    if pixels.shape == (rows, cols):
+        return pixels[np.newaxis]
+    if pixels.ndim != 3 or pixels.shape[1:] != (rows, cols):
+        raise DicomSeriesError(
+            f"{file}: pixel data shape {pixels.shape} differs from "
+            f"Rows x Columns {(rows, cols)}"
+        )
+    return pixels
+
+
 @guard_reader
 def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
     """Read one CT series as a canonical volume in HU.
@@ -584,7 +751,8 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
     Volume
         array (z, y, x) int16 when every RescaleSlope/Intercept is integral, else float32;
         ``z_positions_mm`` are the real positions along the stacking direction (may be
-        non-uniform); ``meta['files']`` / ``meta['sop_instance_uids']`` in input order.
+        non-uniform); ``meta['files']`` / ``meta['sop_instance_uids']`` /
+        ``meta['frame_numbers']`` per slice in input order.
 
     Raises
     ------
@@ -601,20 +769,22 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
     if any(missing for _, _, missing in rescales):
         warnings.append("RescaleSlope/RescaleIntercept missing; assumed 1 and 0")
     integral = all(s.is_integer() and i.is_integer() for s, i, _ in rescales)
-    stack: np.ndarray | None = None  # allocated once the first slice proves Rows x Columns
-    for k, (file, (slope, intercept, _)) in enumerate(zip(layout.files, rescales, strict=True)):
-        pixels = _pixels(file, layout.source)
-        if pixels.shape != (rows, cols):
-            raise DicomSeriesError(
-                f"{file}: pixel data shape {pixels.shape} differs from "
-                f"Rows x Columns {(rows, cols)}"
-            )
+    stack: np.ndarray | None = None  # allocated once the first file proves Rows x Columns
+    for file, indices in _slices_by_file(layout).items():
+        frames = _frames_of(_pixels(file, layout.source), file, rows, cols)
         if stack is None:
             stack = np.empty((n, rows, cols), dtype=np.int16 if integral else np.float32)
-        hu = to_hu_dtype(pixels, slope=slope, intercept=intercept)
-        if hu.dtype != stack.dtype:
-            stack = stack.astype(np.float32)
-        stack[k] = hu
+        for k in indices:
+            frame = layout.frames[k]
+            if frame is not None and frame > len(frames):
+                raise DicomSeriesError(
+                    f"{file}: pixel data holds {len(frames)} frames, frame {frame} is missing"
+                )
+            slope, intercept, _ = rescales[k]
+            hu = to_hu_dtype(frames[(frame or 1) - 1], slope=slope, intercept=intercept)
+            if hu.dtype != stack.dtype:
+                stack = stack.astype(np.float32)
+            stack[k] = hu
     assert stack is not None  # n >= 1: locate_series never returns an empty series
     header_tilt = _number(first, "GantryDetectorTilt", 0.0) or 0.0
     tilt = layout.tilt_deg if n > 1 else abs(header_tilt)
@@ -625,7 +795,8 @@ def read_dicom_series(path: str | os.PathLike[str], *, series_uid: str | None = 
         "modality": str(first.get("Modality", "")),
         "series_instance_uid": str(first.SeriesInstanceUID),
         "study_instance_uid": str(first.get("StudyInstanceUID", "")) or None,
-        "sop_instance_uids": tuple(str(ds.get("SOPInstanceUID", "")) for ds in layout.headers),
+        "sop_instance_uids": tuple(sop_uids(ds)[1] for ds in layout.headers),
+        "frame_numbers": layout.frames,
         "files": tuple(str(f) for f in layout.files),
         "body_part_examined": str(first.get("BodyPartExamined", "")) or None,
         "manufacturer": str(first.get("Manufacturer", "")) or None,
