@@ -80,7 +80,13 @@ class TrainConfig:
         matched take the coarse region with most labelled slices, else ``"unlabelled"``.
     region_balanced : bool
         Draw each epoch by body region (:func:`bodyscore.train.sampling.region_epoch_order`):
-        every region gets its share of the samples however many volumes it has.
+        every region gets its share of the samples however many volumes it has (with
+        ``unlabelled_share``: the unlabelled draws only).
+    unlabelled_share : float or None
+        Share of each epoch's samples drawn from the unlabelled volumes, on top of every
+        annotated volume once (:func:`bodyscore.train.sampling.labelled_epoch_order`), so
+        the anchors and regions of the annotated volumes keep their weight however many
+        unlabelled volumes there are; None: all volumes alike.
     region_shares : mapping of str to float
         Relative weight of each region in the balanced sampling (regions not listed: 1).
     structure_files : tuple of str
@@ -198,6 +204,7 @@ class TrainConfig:
     attributions: Mapping[str, str] = field(default_factory=dict)
     volume_regions: Mapping[str, str] = field(default_factory=dict)
     region_balanced: bool = False
+    unlabelled_share: float | None = None
     region_shares: Mapping[str, float] = field(default_factory=dict)
     structure_files: tuple[str, ...] = ()
     correspondence_weight: float = 0.0
@@ -257,9 +264,7 @@ class TrainConfig:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
         if self.loss_order not in ("h", "c"):
             problems.append(f"loss_order must be 'h' or 'c', got {self.loss_order!r}")
-        if self.synthetic_share is not None and not 0 <= self.synthetic_share < 1:
-            problems.append(f"synthetic_share must be in [0, 1) or null, got "
-                            f"{self.synthetic_share}")
+        problems += self._share_problems()
         if not 0 <= self.val_fraction < 1:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
@@ -276,12 +281,19 @@ class TrainConfig:
         low, high = self.slope_band_per_mm
         if not 0 < low <= high < math.inf:
             problems.append(f"slope_band_per_mm must satisfy 0 < low <= high, got {low, high}")
-        problems += [f"region_shares[{name!r}] must be >= 0, got {share}"
-                     for name, share in self.region_shares.items() if not share >= 0]
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if problems:
             raise InputError(f"train config: {'; '.join(problems)}; fix the config")
+
+    def _share_problems(self) -> list[str]:
+        """Problems of the sampling shares (synthetic, unlabelled, per region)."""
+        problems = [f"{name} must be in [0, 1) or null, got {share}"
+                    for name, share in (("synthetic_share", self.synthetic_share),
+                                        ("unlabelled_share", self.unlabelled_share))
+                    if share is not None and not 0 <= share < 1]
+        return problems + [f"region_shares[{name!r}] must be >= 0, got {share}"
+                           for name, share in self.region_shares.items() if not share >= 0]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None,

@@ -22,6 +22,7 @@ from bodyscore.errors import InputError
 __all__ = [
     "SliceSample",
     "epoch_volume_order",
+    "labelled_epoch_order",
     "rank_batch",
     "region_epoch_order",
     "sample_equidistant_slices",
@@ -208,3 +209,42 @@ def region_epoch_order(regions: Sequence[str], *, shares: Mapping[str, float] | 
         raise InputError(f"sampling: an epoch of {size} samples gives no region a draw; "
                          "use a larger epoch")
     return rng.permutation(np.concatenate(drawn).astype(np.int64))
+
+
+def labelled_epoch_order(annotated: Sequence[bool] | np.ndarray, *, share: float,
+                         regions: Sequence[str] | None = None, seed: int, epoch: int
+                         ) -> np.ndarray:
+    """Every annotated volume once, plus unlabelled draws making up ``share`` of the epoch.
+
+    The unlabelled draws number ``round(n_annotated · share / (1 − share))``; with
+    ``regions`` they are drawn by body region (:func:`region_epoch_order` over the unlabelled
+    volumes), else uniformly (each unlabelled volume in turn over the epochs). Adding ~270
+    unlabelled volumes to 20 annotated ones this way leaves the annotated volumes' anchor and
+    region terms their weight per step. Reproducible from (seed, epoch).
+
+    Parameters
+    ----------
+    annotated : sequence of bool, shape (n_volumes,)
+    share : float in [0, 1)
+    regions : sequence of str, shape (n_volumes,), optional
+        Body region of every volume (only the unlabelled volumes' are used).
+    seed, epoch : int
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Volume indices, shuffled.
+    """
+    flags = np.asarray(annotated, dtype=bool)
+    labelled, unlabelled = np.flatnonzero(flags), np.flatnonzero(~flags)
+    count = round(len(labelled) * share / (1.0 - share)) if len(unlabelled) else 0
+    rng = np.random.default_rng([seed, epoch, 0x5A6])
+    if count and regions is not None:
+        names = [regions[int(i)] for i in unlabelled]
+        drawn = unlabelled[region_epoch_order(names, epoch_size=count, seed=seed, epoch=epoch)]
+    elif count:  # one fixed order of the unlabelled volumes, taken in turn epoch by epoch
+        cycle = np.random.default_rng([seed, 0x5A7]).permutation(unlabelled)
+        drawn = cycle[(epoch * count + np.arange(count)) % len(unlabelled)]
+    else:
+        drawn = np.zeros(0, dtype=np.int64)
+    return rng.permutation(np.concatenate([labelled, drawn]).astype(np.int64))

@@ -63,6 +63,7 @@ from bodyscore.train.data import (
 )
 from bodyscore.train.losses import total_loss
 from bodyscore.train.sampling import (
+    labelled_epoch_order,
     mixed_epoch_order,
     rank_batch,
     region_epoch_order,
@@ -365,6 +366,7 @@ class _Session:
     per_epoch: int
     synthetic_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     regions: tuple[str, ...] = ()
+    annotated_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     boundaries: dict[int, dict[str, float]] = field(default_factory=dict)
     step: int = 0
     window: list[list[float]] = field(default_factory=list)
@@ -461,6 +463,10 @@ def _epoch_order(run: _Session, epoch: int) -> np.ndarray:
     """The volume order of one epoch: region-balanced, or every volume once (with the
     synthetic share)."""
     config = run.config
+    if config.unlabelled_share is not None:
+        return labelled_epoch_order(run.annotated_mask, share=config.unlabelled_share,
+                                    regions=run.regions if config.region_balanced else None,
+                                    seed=config.seed, epoch=epoch)
     if config.region_balanced:
         return region_epoch_order(run.regions, shares=config.region_shares,
                                   seed=config.seed, epoch=epoch)
@@ -507,15 +513,22 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
     if config.region_balanced and dist_info.is_main:
         counts = {r: regions.count(r) for r in sorted(set(regions))}
         logger.info("region-balanced sampling, training volumes per region: %s", counts)
-    epoch_length = (len(regions) if config.region_balanced
-                    else _epoch_length(synthetic, config.synthetic_share))
+    annotated = np.array([e.annotated for e in train_set.entries], dtype=bool)
+    if config.unlabelled_share is not None:
+        n_annotated = int(annotated.sum())
+        epoch_length = n_annotated + round(n_annotated * config.unlabelled_share
+                                           / (1.0 - config.unlabelled_share))
+    elif config.region_balanced:
+        epoch_length = len(regions)
+    else:
+        epoch_length = _epoch_length(synthetic, config.synthetic_share)
     return _Session(
         config=config, out=out, cache_dir=cache_dir, dist=dist_info, device=device,
         manifest=manifest, train_set=train_set, val_set=val_set, network=network, model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
         per_epoch=steps_per_epoch(epoch_length, batch_size=config.batch_size,
                                   world_size=dist_info.world_size),
-        synthetic_mask=synthetic, regions=regions,
+        synthetic_mask=synthetic, regions=regions, annotated_mask=annotated,
         boundaries=_training_boundaries(config, train_set.entries),
     )
 
