@@ -130,7 +130,8 @@ def test_labelled_epoch_order_keeps_every_annotated_volume_once() -> None:
     assert counts[:4].tolist() == [1, 1, 1, 1]
     assert counts[4:].sum() == 4  # round(4 * 0.5 / 0.5) unlabelled draws
     # balanced by region among the unlabelled volumes: 2 legs draws, 2 neck draws
-    assert counts[4:6].sum() == 2 and counts[6:].sum() == 2
+    assert counts[4:6].sum() == 2
+    assert counts[6:].sum() == 2
     again = labelled_epoch_order(annotated, share=0.5, regions=regions, seed=1, epoch=0)
     assert np.array_equal(order, again)
 
@@ -143,6 +144,5 @@ def test_labelled_epoch_order_cycles_unlabelled_volumes_without_regions() -> Non
         labelled_epoch_order(annotated, share=0.5, seed=0, epoch=e) for e in range(3)])
     counts = np.bincount(seen, minlength=12)
     assert counts[:3].tolist() == [3, 3, 3]
-    assert counts[3:].sum() == 9 and counts[3:].max() <= 2
-    assert labelled_epoch_order(annotated, share=0.0, seed=0, epoch=0).tolist() != []
+    assert counts[3:].tolist() == [1] * 9  # in turn: 3 epochs x 3 draws cover all 9 once
     assert sorted(labelled_epoch_order(annotated, share=0.0, seed=0, epoch=0)) == [0, 1, 2]
