@@ -45,3 +45,15 @@ def public_settings(shared_dir: Path):  # type: ignore[no-untyped-def]
     return InferenceSettings.from_file(
         shared_dir / "data" / "bpreg-public-model" / "inference-settings.json"
     )
+
+
+@pytest.fixture(scope="session")
+def default_model():  # type: ignore[no-untyped-def]
+    """The bundled default model (ONNX backend); skips when the package is not installed."""
+    from bodyscore.errors import ModelError
+    from bodyscore.model import load_model
+
+    try:
+        return load_model("default")
+    except ModelError:
+        pytest.skip("the default model package is not installed")

@@ -19,14 +19,6 @@ from bodyscore.result import BPREG_KEYS, ScoreResult
 from helpers.scripts import load_script
 
 
-@pytest.fixture(scope="module")
-def default_model():  # type: ignore[no-untyped-def]
-    try:
-        return bodyscore.load_model("default")
-    except ModelError:
-        pytest.skip("the default model package is not installed")
-
-
 def _reject(name: str) -> None:
     raise ValueError(name)
 

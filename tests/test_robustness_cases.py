@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bodyscore.errors import ModelError
 from bodyscore.evaluate import metrics as m
 from bodyscore.evaluate.landmarks import VolumeAnnotation, read_landmarks, volume_id_from_path
 from bodyscore.evaluate.runner import VolumeEvaluation, evaluate_model_on
@@ -147,17 +146,6 @@ def _reject_constant(name: str) -> None:
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def default_model():  # type: ignore[no-untyped-def]
-    """The bundled default model (ONNX backend); skips when the package is not installed."""
-    from bodyscore.model import load_model
-
-    try:
-        return load_model("default")
-    except ModelError:
-        pytest.skip("the default model package is not installed")
-
-
 @pytest.fixture(scope="module")
 def expected_tags() -> dict[str, set[str]]:
     """Acceptable tags per volume id: ``EXPECTED_TAGS`` of the accuracy benchmark script."""

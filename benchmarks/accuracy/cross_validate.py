@@ -103,13 +103,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                    "synthetic_share": 0.15},
     "slope-band-synthetic-order": {"slope_weight": 1.0, "synthetic_volumes": 40,
                                    "synthetic_share": 0.3, "synthetic_supervision": False},
-    # issue 17, against configs/all-real.yaml (paths relative to the repository root)
-    "no-unlabelled": {"unlabelled_sources": [], "weak_label_files": [],
-                      "region_balanced": False},
-    "no-openkbp": {"unlabelled_sources": ["../shared/data/ct-unlabelled/*.nii.gz"]},
-    "correspondence": {"correspondence_weight": 1.0, "structure_files": [
-        "../shared/data/ct-unlabelled/openkbp/structures.json"]},
-    "lung-anchors": {"auto_lung_anchors": True},
+    # issue 17 (fifth round), against configs/default.yaml 2026.12.1 (paths relative to the
+    # repository root)
+    "no-correspondence": {"correspondence_weight": 0.0},
+    "no-lung-anchors": {"auto_lung_anchors": False},
+    "no-new-signals": {"correspondence_weight": 0.0, "auto_lung_anchors": False},
+    "uniform-sampling": {"unlabelled_share": None, "batch_size": 8,
+                         "correspondence_weight": 0.0, "auto_lung_anchors": False},
+    "annotated-only": {"unlabelled_sources": [], "weak_label_files": [],
+                       "region_balanced": False, "unlabelled_share": None, "batch_size": 8,
+                       "correspondence_weight": 0.0, "auto_lung_anchors": False},
     "res128": {"preprocessing": {}},
 }
 
@@ -488,6 +491,7 @@ def aggregate_real(folds: Mapping[int, Mapping[str, Any]], regions: Mapping[str,
     checks: dict[str, Mapping[str, Any]] = {}
     boundary_scores: dict[str, Mapping[str, float | None]] = {}
     replays: dict[str, Mapping[str, bool | None]] = {}
+    unlabelled_replays: dict[str, Mapping[str, bool | None]] = {}
     thickness_errors: dict[str, list[float]] = {}
     for fold in folds.values():
         evaluation = fold["evaluation"]
@@ -497,6 +501,9 @@ def aggregate_real(folds: Mapping[int, Mapping[str, Any]], regions: Mapping[str,
                                 evaluation.get("unlabelled", {}).items()
                                 if c.get("position_scores")})
         replays.update(evaluation.get("z_spacing_replay", {}))
+        unlabelled_replays.update({v: c["z_spacing_replay"] for v, c in
+                                   evaluation.get("unlabelled", {}).items()
+                                   if c.get("z_spacing_replay")})
         for vid, v in _landmarks(fold, "medium_high", "vs_published").items():
             spacing = evaluation["volumes"].get(vid, {}).get("z_spacing_mm")
             if spacing is not None:
@@ -513,6 +520,7 @@ def aggregate_real(folds: Mapping[int, Mapping[str, Any]], regions: Mapping[str,
         },
         "independence": rc.independence_table(boundary_scores),
         "z_spacing_replay": rc.replay_rates(replays),
+        "z_spacing_replay_unlabelled": rc.replay_rates(unlabelled_replays),
         "legs": rc.legs_summary(checks),
         "mae_per_thickness": {k: _mean_se(v) for k, v in sorted(thickness_errors.items())},
     }
@@ -662,6 +670,11 @@ def _real_markdown(real: Mapping[str, Any] | None) -> list[str]:
               "thesis sec. 5.2.3)", "", "| γ | flagged / defined (of total) |", "|---|---|"]
     lines += [f"| {g} | {r['flagged']}/{r['defined']} ({r['total']}) |"
               for g, r in real["z_spacing_replay"].items()]
+    if real.get("z_spacing_replay_unlabelled"):
+        lines += ["", "The same on the held-out unlabelled volumes >= 10 cm:", "",
+                  "| γ | flagged / defined (of total) |", "|---|---|"]
+        lines += [f"| {g} | {r['flagged']}/{r['defined']} ({r['total']}) |"
+                  for g, r in real["z_spacing_replay_unlabelled"].items()]
     legs = real.get("legs", {})
     if legs.get("slices"):
         lines += ["", f"Slices labelled legs scoring below 0 (pelvis_start): "

@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from bodyscore.assemble import assemble_result
 from bodyscore.evaluate import metrics as m
 from bodyscore.evaluate.independence import score_at
-from bodyscore.inference import predict
+from bodyscore.inference import predict, predict_raw_scores
 from bodyscore.io import read_volume
+from bodyscore.volume import Volume
 
 #: The z-spacing factors of the replay: γ = 0 (no alarm wanted), +0.5 and −0.4 (alarm wanted).
 GAMMAS: tuple[float, ...] = (0.0, 0.5, -0.4)
@@ -52,7 +54,8 @@ def _score_at(scores: np.ndarray, index: float) -> float | None:
 
 def monotony_checks(path: Path, model: Any, *,
                     positions: Mapping[str, float] | None = None,
-                    regions: Sequence[tuple[int, int, str]] = ()) -> dict[str, Any]:
+                    regions: Sequence[tuple[int, int, str]] = (),
+                    replay: bool = True) -> dict[str, Any]:
     """Monotony, tag and (optionally) scores at slice positions of one volume.
 
     Parameters
@@ -67,6 +70,8 @@ def monotony_checks(path: Path, model: Any, *,
         Coarse region labels (inclusive k ranges of the stored order, weak labels of
         ``regions.json``): the per-slice region accuracy and, for ``legs`` slices, the
         share scoring below 0 (pelvis_start) are returned.
+    replay : bool
+        Also :func:`z_spacing_replay` for volumes of at least :data:`MIN_EXTENT_MM`.
 
     Returns
     -------
@@ -75,8 +80,10 @@ def monotony_checks(path: Path, model: Any, *,
         ``z_extent_mm``, ``z_spacing_mm``, ``observed_slope``, ``score_range``,
         ``position_scores``.
     """
-    volume = read_volume(path)
-    result = predict(volume, model)
+    volume = read_volume(path).canonical()
+    raw = predict_raw_scores(volume, model)
+    result = assemble_result(raw_scores=raw, volume=volume, settings=model.settings,
+                             model_info=model.info)
     reversed_result = predict(volume.reversed_slices(with_affine=False), model)
     scores = np.asarray(result.unprocessed, dtype=float)  # in the input's slice order
     truth = m.region_truth_per_slice(volume.n_slices, regions)
@@ -97,20 +104,35 @@ def monotony_checks(path: Path, model: Any, *,
         "score_range": [float(np.nanmin(scores)), float(np.nanmax(scores))],
         "position_scores": {name: _score_at(scores, k)
                             for name, k in sorted((positions or {}).items())},
+        "z_spacing_replay": (z_spacing_replay(volume, model, raw_scores=raw)
+                             if replay and volume.z_extent_mm >= MIN_EXTENT_MM else None),
     }
 
 
-def z_spacing_replay(path: Path, model: Any, gammas: Sequence[float] = GAMMAS
-                     ) -> dict[str, bool | None]:
+def z_spacing_replay(source: Path | Volume, model: Any, gammas: Sequence[float] = GAMMAS,
+                     *, raw_scores: Any = None) -> dict[str, bool | None]:
     """``valid z-spacing`` of the volume with its header's z spacing scaled by 1 + γ.
+
+    The network sees each slice in-plane only, so the raw scores do not change with the
+    header's z spacing: they are computed once (or passed as ``raw_scores``, from
+    :func:`bodyscore.inference.predict_raw_scores` on ``source.canonical()``) and only the
+    post-processing is repeated per γ (:func:`bodyscore.assemble.assemble_result`).
+
+    Parameters
+    ----------
+    source : Path or Volume
+        The volume file, or the volume already read.
 
     Returns
     -------
     dict of str to bool or None
         ``f"{γ:+.2f}"`` → the check's verdict (None: undefined for this model and volume).
     """
-    volume = read_volume(path)
-    return {f"{g:+.2f}": predict(volume.with_z_spacing_scaled(1.0 + g), model).valid_z_spacing
+    volume = (source if isinstance(source, Volume) else read_volume(source)).canonical()
+    raw = raw_scores if raw_scores is not None else predict_raw_scores(volume, model)
+    return {f"{g:+.2f}": assemble_result(
+                raw_scores=raw, volume=volume.with_z_spacing_scaled(1.0 + g),
+                settings=model.settings, model_info=model.info).valid_z_spacing
             for g in gammas}
 
 

@@ -154,11 +154,15 @@ def cv_comparison(current: dict[str, Any], others: dict[str, dict[str, Any]]) ->
 
 #: What each bundled model is for (the card's first sentence).
 ROLES = {
-    "default": "The model `bodyscore predict` uses when no `--model` is given, trained on real "
-               "and synthetic CT",
+    "default": "The model `bodyscore predict` uses when no `--model` is given, trained "
+               "self-supervised on every real CT of the project: 20 annotated and 271 "
+               "unlabelled volumes",
     "real-only": "The bundled model trained on real CT only (`--model real-only`), the "
                  "default model's recipe without synthetic CT; it was the default up to "
                  "2026.11.3",
+    "synthetic": "The bundled model `--model synthetic` (2026.11.4, the default model from "
+                 "2026-11-24 to 2026-12-04), trained on the 20 annotated real volumes and 8 "
+                 "synthetic volumes of `bodyscore.synth`; kept for synthetic CT only",
 }
 
 
@@ -328,6 +332,7 @@ def main() -> int:
         cv_dir=args.cv.parent.as_posix(),
         cv_comparison="\n".join(cv_comparison(current_cv, other_cv)),
         ablations=_embedded(args.ablations),
+        ablation_intro=textwrap.fill(ABLATION_INTRO, width=96),
         final_table="\n".join(_landmark_table(final)),
         final_checks="\n".join(_checks(final)),
         final_volumes="\n".join(_volume_table(final)),
@@ -339,6 +344,13 @@ def main() -> int:
     return 0
 
 
+#: The paragraph above the embedded ablation table.
+ABLATION_INTRO = (
+    "Each row changes one thing against this recipe, trained on fold 0 of the cross-validation "
+    "for 500 steps (the first row is this recipe's own fold 0); what the rows decided is "
+    "explained in `benchmarks/accuracy/ablations/README.md`, with the four earlier rounds "
+    "(synthetic CT, anchors, region term, augmentations, input size, slope band).")
+
 TEMPLATE = """\
 # bodyscore model `{name}` {version}
 
@@ -349,11 +361,11 @@ trained self-supervised as in the thesis (sec. 4.1) plus a landmark-anchor term,
 coarse-region term and a slope-band term, calibrated to the published bpreg score scale.
 Package size {size_mb:.1f} MB; inference through ONNX Runtime, no torch needed.
 
-**Scope and status: a small model from little data.** It was trained in about half an hour
-on a 2-core CPU from {n_real} real CT volumes. The cross-validated figures below say
-how well the recipe carries to CT it has not seen; read them before relying on it. For
-production use, load bpreg's public model (`--model bpreg-public`) or train on more data with
-`bodyscore train`.
+**Scope and status: a small model from little annotated data.** It was trained on a 2-core
+CPU from {n_real} annotated and {n_unlabelled} unlabelled real CT volumes. The
+cross-validated figures below say how well the recipe carries to CT it has not seen; read them
+before relying on it. For production use, compare with bpreg's public model
+(`--model bpreg-public`) on your data, or train on more data with `bodyscore train`.
 
 ## Training
 
@@ -428,11 +440,7 @@ same folds and steps):
 
 ### Ablations
 
-Each row changes one thing against the 2026.11.1 recipe ("baseline": with 40 synthetic
-volumes), on one fold at 500 steps; what they decided (synthetic data dropped, anchors kept,
-VGG16 excluded by its cost) is explained in `benchmarks/accuracy/ablations/README.md`, with the
-two later rounds on the same fold (against 2026.11.2: region term and augmentations kept, 64²
-input within noise; then the slope band and, once more, synthetic volumes).
+{ablation_intro}
 
 {ablations}
 
@@ -452,8 +460,9 @@ training).
 
 ### Limits
 
-- Only one real abdomen-pelvis volume, three tumour-centred hip crops and one pair of lower legs
-  exist here; the cross-validated figures of those regions rest on a handful of landmarks.
+- The annotated set has one abdomen-pelvis volume, three tumour-centred hip crops and one pair
+  of lower legs; the unlabelled CT adds legs, pelvis and abdomen volumes without landmarks, so
+  the cross-validated landmark figures of those regions still rest on a handful of landmarks.
 - Legs below the pelvis lie outside the published scale's annotated range (as in bpreg): they
   score below 0, without landmarks to fix how far.
 - The tag follows the thesis's decision tree: a volume of 100 mm or more whose fitted slope

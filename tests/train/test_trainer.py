@@ -66,7 +66,7 @@ def test_loss_falls_and_package_written(cache: Path, tmp_path: Path):
     # β = 0.1/mm makes the targets σ(βΔh) far from 0.5, so the loss starts high; no
     # augmentation keeps the 30-step curve smooth enough to compare its ends
     config = tiny_config(cache, max_steps=30, log_every=5, calibrate=True, beta_h=0.1,
-                         transform_params={})
+                         transform_params={}, version="2099.1.1")
     result = train(config, out_dir=tmp_path)
     rows = read_log(result.log_path)
     losses = [float(r["loss"]) for r in rows]
@@ -83,6 +83,7 @@ def test_loss_falls_and_package_written(cache: Path, tmp_path: Path):
     saved = json.loads((result.package_dir / "config.json").read_text())
     assert saved["base_model"] == "light"
     assert saved["loss_order"] == "h"
+    assert saved["model_version"] == "2099.1.1"
 
 
 def test_resume_is_identical_to_uninterrupted(cache: Path, tmp_path: Path):

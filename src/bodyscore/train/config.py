@@ -41,6 +41,8 @@ _PATH_FIELDS = ("sources", "unlabelled_sources", "landmark_files", "weak_label_f
 _PATH_LISTS = ("sources", "unlabelled_sources", "landmark_files", "weak_label_files",
                "data_manifests", "structure_files")
 _VOLUME_LISTS = ("sources", "unlabelled_sources")
+#: Tables keyed by volume id or pattern: a config with ``base:`` adds to the base's entries.
+_PER_VOLUME_TABLES = ("groups", "licences", "attributions", "volume_regions")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class TrainConfig:
     ----------
     name : str
         Model name written into the package.
+    version : str or None
+        Model version written into the package's ``config.json`` (``model_version``).
     seed : int
         Seeds torch, the numpy generators, the data split and the sampling.
     sources : tuple of str
@@ -193,6 +197,7 @@ class TrainConfig:
     """
 
     name: str = "bodyscore-model"
+    version: str | None = None
     seed: int = 0
     sources: tuple[str, ...] = ()
     unlabelled_sources: tuple[str, ...] = ()
@@ -391,7 +396,9 @@ def load_train_config(path: str | Path, *, seen: frozenset[Path] = frozenset()
     """Read a :class:`TrainConfig` from a ``.yaml``/``.yml`` or ``.json`` file.
 
     A ``base: other.yaml`` key starts from that config and changes only the keys given
-    here (one recipe, small overrides; paths of each file resolve against its own folder).
+    here (one recipe, small overrides; paths of each file resolve against its own folder);
+    ``groups``, ``licences``, ``attributions`` and ``volume_regions`` add to the base's
+    entries.
 
     Raises
     ------
@@ -422,10 +429,15 @@ def load_train_config(path: str | Path, *, seen: frozenset[Path] = frozenset()
 def _merged_with_base(data: Mapping[str, Any], path: Path, *, seen: frozenset[Path]
                       ) -> dict[str, Any]:
     """``base: other.yaml`` (relative to this file): the other config's values (its paths
-    resolved against its own folder), overridden key by key by this file's."""
+    resolved against its own folder), overridden key by key by this file's; the per-volume
+    tables (:data:`_PER_VOLUME_TABLES`) are merged entry by entry instead."""
     own = dict(data)
     base_path = (path.parent / str(own.pop("base"))).resolve()
     if base_path in seen:
         raise InputError(f"{path}: 'base' chain loops back to {base_path}; fix the config")
-    base = load_train_config(base_path, seen=seen | {path.resolve()})
-    return {**base.to_dict(), **own}
+    base = load_train_config(base_path, seen=seen | {path.resolve()}).to_dict()
+    merged = {**base, **own}
+    for key in _PER_VOLUME_TABLES:  # a config that adds volumes adds to these tables
+        if isinstance(own.get(key), Mapping):
+            merged[key] = {**base.get(key, {}), **own[key]}
+    return merged

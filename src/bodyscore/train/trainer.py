@@ -320,6 +320,7 @@ def _package_config(config: TrainConfig, manifest: Manifest) -> dict[str, Any]:
     """config.json content: bpreg's training keys plus the network and preprocessing."""
     return {
         "name": config.name, "model_name": config.name,
+        **({"model_version": config.version} if config.version else {}),
         "base_model": config.model.get("base_model", "light"),
         **{k: v for k, v in config.model.items() if k != "base_model"},
         "preprocessing": dict(manifest.preprocessing),
