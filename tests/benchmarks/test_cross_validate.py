@@ -30,9 +30,10 @@ def shared() -> Path:
 
 @pytest.fixture(scope="module")
 def default_config(shared: Path) -> TrainConfig:
-    """The default recipe's sources and groups, with synthetic volumes and a step schedule
-    pinned so that the tests do not follow changes of the recipe itself."""
-    return load_train_config(REPO / "configs" / "default.yaml").replace(
+    """The annotated recipe's sources and groups (``real-only.yaml``, the base of the default
+    recipe), with synthetic volumes and a step schedule pinned so that the tests do not follow
+    changes of the recipe itself."""
+    return load_train_config(REPO / "configs" / "real-only.yaml").replace(
         synthetic_volumes=40, max_steps=3500, lr_milestones=((2000, 3e-4), (3000, 1e-4)))
 
 
