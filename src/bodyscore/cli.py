@@ -148,17 +148,22 @@ def _unique_stems(jobs: list[_Job]) -> list[_Job]:
 
 def _score_one(
     path: str, series_uid: str | None, model: ScoreModel, args: argparse.Namespace
-) -> tuple[ScoreResult, Volume]:
-    """Read one input and score it, with a progress bar on a terminal."""
+) -> tuple[ScoreResult, Volume | None]:
+    """Read one input and score it, with a progress bar on a terminal.
+
+    The volume is read whole only for the PNG; otherwise a NIfTI file is scored while it is
+    read (:func:`bodyscore.inference.predict`) and ``None`` is returned for the volume.
+    """
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
 
-    volume = read_volume(path, series_uid=series_uid)
+    volume = read_volume(path, series_uid=series_uid) if args.png else None
     update, close = _progress_bar(args.progress, input_stem(path))
     try:
         result = predict(
-            volume,
+            path if volume is None else volume,
             model,
+            series_uid=series_uid,
             batch_size=args.batch_size,
             progress=update,
             fast=args.fast,
@@ -169,7 +174,7 @@ def _score_one(
 
 
 def _write_outputs(
-    result: ScoreResult, volume: Volume, job: _Job, args: argparse.Namespace
+    result: ScoreResult, volume: Volume | None, job: _Job, args: argparse.Namespace
 ) -> None:
     from bodyscore.export.json_writer import write_json
 
@@ -181,7 +186,7 @@ def _write_outputs(
         from bodyscore.export.tables import write_csv
 
         write_csv(result, out_dir / f"{job.stem}.csv")
-    if args.png:
+    if args.png and volume is not None:
         from bodyscore.export.plots import write_png
 
         write_png(result, out_dir / f"{job.stem}.png", volume)

@@ -107,7 +107,8 @@ class GzipStream:
         """Up to ``max_bytes`` (> 0) inflated bytes; ``b""`` only at the end of the file."""
         while True:
             if self._inflater.eof:
-                rest = self._inflater.unused_data + self._pending
+                # everything fed after the member's end (zlib repeats it in unconsumed_tail)
+                rest = self._inflater.unused_data
                 self._pending = b""
                 if not rest:
                     rest = self._file.read(_BLOCK)
@@ -163,7 +164,7 @@ class GzipStream:
             stream that ends inside a member.
         """
         try:
-            while chunk := self._inflate(_BLOCK * 8):
+            while chunk := self._inflate(_BLOCK):
                 if self._produced > self._limit:
                     raise InputError(
                         f"{self._path}: the gzip stream holds more data than the header "
