@@ -147,17 +147,18 @@ def _unique_stems(jobs: list[_Job]) -> list[_Job]:
 
 
 def _score_one(
-    path: str, series_uid: str | None, model: ScoreModel, args: argparse.Namespace
+    path: str, series_uid: str | None, model: ScoreModel, args: argparse.Namespace,
+    *, keep_volume: bool = False,
 ) -> tuple[ScoreResult, Volume | None]:
     """Read one input and score it, with a progress bar on a terminal.
 
-    The volume is read whole only for the PNG; otherwise a NIfTI file is scored while it is
-    read (:func:`bodyscore.inference.predict`) and ``None`` is returned for the volume.
+    The volume is read whole only with ``keep_volume`` (for the PNG); otherwise a NIfTI file
+    is scored while it is read (:func:`bodyscore.inference.predict`) and ``None`` is returned.
     """
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
 
-    volume = read_volume(path, series_uid=series_uid) if args.png else None
+    volume = read_volume(path, series_uid=series_uid) if keep_volume else None
     update, close = _progress_bar(args.progress, input_stem(path))
     try:
         result = predict(
@@ -224,7 +225,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             log.info("%s: result exists, skipped", job.path)
             continue
         try:
-            result, volume = _score_one(job.path, job.series_uid, model, args)
+            result, volume = _score_one(job.path, job.series_uid, model, args,
+                                        keep_volume=args.png)
             _write_outputs(result, volume, job, args)
         except MultipleSeriesError as exc:
             listing = "; ".join(f"{uid} ({desc})" for uid, desc in exc.series)

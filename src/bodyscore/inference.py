@@ -34,6 +34,7 @@ __all__ = [
     "predict",
     "predict_raw_scores",
     "predict_raw_scores_streamed",
+    "score_input",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,21 @@ def predict(
     >>> result = bodyscore.predict("ct.nii.gz")             # doctest: +SKIP
     >>> result.body_part_examined_tag                        # doctest: +SKIP
     """
+    return score_input(source, model, series_uid=series_uid, batch_size=batch_size,
+                       progress=progress, fast=fast)[0]
+
+
+def score_input(
+    source: Volume | str | os.PathLike[str],
+    model: ScoreModel | str | os.PathLike[str] | None = None,
+    *,
+    series_uid: str | None = None,
+    batch_size: int = 64,
+    progress: ProgressCallback | None = None,
+    fast: bool = False,
+) -> tuple[ScoreResult, Volume | VolumeGeometry]:
+    """:func:`predict`, also returning what was scored: the volume, or only its geometry when
+    a NIfTI file was streamed (parameters as :func:`predict`)."""
     from bodyscore.assemble import assemble_result
     from bodyscore.model.backends import ScoreModel
     from bodyscore.model.registry import load_model
@@ -214,6 +230,7 @@ def predict(
     else:
         raw_scores = predict_raw_scores(volume, model, batch_size=batch_size, progress=progress)
         geometry = volume
-    return assemble_result(
+    result = assemble_result(
         raw_scores=raw_scores, volume=geometry, settings=model.settings, model_info=model.info
     )
+    return result, geometry
