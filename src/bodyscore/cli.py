@@ -403,7 +403,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="inference backend (default: ONNX Runtime when possible)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="slices per batch (default 64)")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
     parser.add_argument(
         "--fast",
         action="store_true",

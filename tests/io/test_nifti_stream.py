@@ -206,7 +206,9 @@ def test_streamed_scores_equal_scores_of_the_read_volume(
     expected = predict_raw_scores(read_volume(path), model, batch_size=16)
     np.testing.assert_allclose(raw.raw, expected.raw, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(raw.empty, expected.empty)
-    assert raw.empty[-5:].all() and not raw.empty[:-5].any()  # file k 0..4 are superior
+    assert raw.empty[-5:].all()  # file k 0..4 are the most superior slices
+    assert not raw.empty[:-5].any()
+    assert geometry.shape == (70, 36, 40)
     streamed = predict(path, model, batch_size=16)
     whole = predict(read_volume(path), model, batch_size=16)
     assert streamed.input == whole.input
@@ -230,3 +232,20 @@ def test_streamed_scoring_never_holds_the_volume(tmp_path: Path, tiny_model_dir:
     finally:
         tracemalloc.stop()
     assert peak < 0.4 * volume_bytes, f"peak {peak / 1e6:.1f} MB, volume {volume_bytes / 1e6} MB"
+
+
+def test_streamed_predict_reports_damage_found_mid_stream(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from bodyscore.model import load_model
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(-1000, 1500, size=(40, 36, 90)).astype(np.int16)
+    raw = _write(tmp_path / "v.nii.gz", data, np.diag([1.0, 1.0, 2.0, 1.0])).read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(raw[: int(len(raw) * 0.8)])  # the header and most slabs are fine
+    with pytest.raises(InputError, match="ends early") as streamed:
+        predict(cut, load_model(tiny_model_dir), batch_size=8)
+    with pytest.raises(InputError) as whole:
+        read_volume(cut)
+    assert str(streamed.value) == str(whole.value)
