@@ -22,7 +22,10 @@ Slice layout as bpreg's NIfTI path: image **rows = x** (voxel axis i), **columns
 ``array[k].T``; parity with bpreg therefore holds for RAS-oriented volumes.
 
 Differs from bpreg: slices are processed in chunks (bounded memory, no float copy of the whole
-volume) and degenerate sizes raise :class:`~bodyscore.errors.InputError` instead of returning NaN.
+volume) straight from the stored int16 (the clip converts to float32 in the same pass and the
+HU → [-1, 1] map, affine, is applied to the small resampled slices: the same numbers within
+float32 rounding, ~1e-7), and degenerate sizes raise :class:`~bodyscore.errors.InputError`
+instead of returning NaN.
 """
 
 from __future__ import annotations

@@ -37,16 +37,16 @@ def _frozen_mapping(meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(meta or {}))
 
 
-def _checked_geometry(
-    owner: Volume | VolumeGeometry, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validated affine (4, 4), slice positions (n,) and slice order (n,) of ``owner``."""
+def _freeze_geometry(owner: Volume | VolumeGeometry, n: int) -> None:
+    """Validate ``owner``'s geometry fields for ``n`` slices and store them normalised
+    (spacing floats, affine float64, read-only z positions and slice order, frozen meta)."""
     source = owner.source
+    spacing = _checked_spacing(owner.spacing_mm, source)
     affine = np.asarray(owner.affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         raise InputError(f"{source}: affine must be a finite 4x4 matrix")
     z = (
-        np.arange(n, dtype=np.float64) * float(owner.spacing_mm[0])
+        np.arange(n, dtype=np.float64) * spacing[0]
         if owner.z_positions_mm is None
         else np.asarray(owner.z_positions_mm, dtype=np.float64)
     )
@@ -63,7 +63,10 @@ def _checked_geometry(
         raise InputError(f"{source}: source_slice_index must be a permutation of 0..{n - 1}")
     z.flags.writeable = False
     order.flags.writeable = False
-    return affine, z, order
+    for name, value in (("spacing_mm", spacing), ("affine", affine), ("z_positions_mm", z),
+                        ("source_slice_index", order), ("meta", _frozen_mapping(owner.meta)),
+                        ("warnings", tuple(owner.warnings))):
+        object.__setattr__(owner, name, value)
 
 
 def _checked_spacing(spacing_mm: Any, source: str) -> tuple[float, float, float]:
@@ -166,16 +169,9 @@ class Volume(_SliceGeometry):
             )
         if array.shape[0] < 1 or array.shape[1] < 1 or array.shape[2] < 1:
             raise InputError(f"{self.source}: image has an empty axis, shape {array.shape}")
-        spacing = _checked_spacing(self.spacing_mm, self.source)
-        affine, z, order = _checked_geometry(self, array.shape[0])
+        _freeze_geometry(self, array.shape[0])
         array.flags.writeable = False
         object.__setattr__(self, "array", array)
-        object.__setattr__(self, "spacing_mm", spacing)
-        object.__setattr__(self, "affine", affine)
-        object.__setattr__(self, "z_positions_mm", z)
-        object.__setattr__(self, "source_slice_index", order)
-        object.__setattr__(self, "meta", _frozen_mapping(self.meta))
-        object.__setattr__(self, "warnings", tuple(self.warnings))
 
     # -- geometry -----------------------------------------------------------------------------
     @property
@@ -289,15 +285,8 @@ class VolumeGeometry(_SliceGeometry):
         shape = tuple(int(s) for s in self.shape)
         if len(shape) != 3 or min(shape) < 1:
             raise InputError(f"{self.source}: image has an empty axis, shape {shape}")
-        spacing = _checked_spacing(self.spacing_mm, self.source)
-        object.__setattr__(self, "spacing_mm", spacing)
-        affine, z, order = _checked_geometry(self, shape[0])
+        _freeze_geometry(self, shape[0])
         object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "affine", affine)
-        object.__setattr__(self, "z_positions_mm", z)
-        object.__setattr__(self, "source_slice_index", order)
-        object.__setattr__(self, "meta", _frozen_mapping(self.meta))
-        object.__setattr__(self, "warnings", tuple(self.warnings))
 
     @classmethod
     def of(cls, volume: Volume) -> VolumeGeometry:
