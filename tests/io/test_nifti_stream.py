@@ -249,3 +249,36 @@ def test_streamed_predict_reports_damage_found_mid_stream(
     with pytest.raises(InputError) as whole:
         read_volume(cut)
     assert str(streamed.value) == str(whole.value)
+
+
+def test_streaming_follows_the_packages_input_grid(tmp_path: Path) -> None:
+    """A package with 64² input at 7 mm (the next default's grid) is streamed on that grid."""
+    pytest.importorskip("torch")
+    import torch
+
+    from bodyscore.model import load_model
+    from bodyscore.model.network import build_network
+    from bodyscore.model.package import save_package
+    from bodyscore.settings import InferenceSettings
+    from helpers.tiny_model import tiny_config, tiny_settings_dict
+
+    config = {**tiny_config("light"), "preprocessing": {"size": 64, "target_spacing_mm": 7.0}}
+    torch.manual_seed(0)
+    folder = save_package(tmp_path / "grid64", state_dict=build_network(config).state_dict(),
+                          config=config,
+                          settings=InferenceSettings.from_bpreg_dict(tiny_settings_dict())).path
+    model = load_model(folder)
+    seen: list[tuple[int, ...]] = []
+    predict_raw = model.predict_raw
+
+    def spy(batch: np.ndarray) -> np.ndarray:
+        seen.append(batch.shape[1:])
+        return predict_raw(batch)
+
+    model.predict_raw = spy  # type: ignore[method-assign]
+    data = np.random.default_rng(2).integers(-1000, 1500, size=(300, 280, 24)).astype(np.int16)
+    path = _write(tmp_path / "v.nii.gz", data, np.diag([1.2, 1.2, 3.0, 1.0]))
+    raw, _ = predict_raw_scores_streamed(NiftiSlabs(path), model, batch_size=8)
+    assert set(seen) == {(1, 64, 64)}
+    expected = predict_raw_scores(read_volume(path), model, batch_size=8)
+    np.testing.assert_allclose(raw.raw, expected.raw, rtol=1e-5, atol=1e-6)
