@@ -1,24 +1,27 @@
-"""bodyscore vs bpreg 1.1.0, side by side on the same volumes (run by hand, not in CI).
+"""bodyscore vs bpreg 1.1.0 vs a plain nibabel read, on the same files (run by hand, not in CI).
 
-For each size (default 120 × 5 mm, 300 × 1.5 mm, 800 × 0.8 mm, all 512 × 512 synthetic CTs from
-:func:`bodyscore.synth.generate_volume`, written as int16 NIfTI) it runs, each in its own
-subprocess so that wall time includes start-up and peak RSS is that process's own
-(``os.wait4`` → ``ru_maxrss``):
+For each size (default 120 × 5 mm, 300 × 1.5 mm, 800 × 0.8 mm; 512 × 512 synthetic CTs from
+:func:`bodyscore.synth.generate_volume`, written as int16 ``.nii.gz``) it runs, each in a
+process of its own and ``--repeats`` times (medians reported), so that wall time includes
+interpreter start-up and the peak RSS is that process's own (``os.wait4`` → ``ru_maxrss``):
 
-* **read** — only reading the file with :func:`bodyscore.read_volume`;
-* **bpreg** — ``bpreg_predict`` (its venv, see ``benchmarks/bpreg/setup_bpreg_venv.sh``) with a
-  bpreg VGG16 model folder;
-* **bodyscore** — read + score + post-process + write JSON, with (a) the same bpreg VGG16 folder
-  and (b) the default model (``src/bodyscore/models/default``; a random-weight stand-in with the
-  default architecture when it is not there yet), each with the fast path
-  (:func:`bodyscore.fast.predict_raw_scores_fast`) and with every slice scored;
+* **nibabel read** — ``python -c "import nibabel, numpy; numpy.asarray(nibabel.load(F).dataobj)"``,
+  the reference: what it costs just to load the file;
+* **bpreg** — ``bpreg_predict`` (its venv: ``benchmarks/bpreg/setup_bpreg_venv.sh``) with a
+  bpreg VGG16 model folder (skipped with a note when the venv is missing);
+* **bodyscore** — ``bodyscore predict F -o DIR`` with the bundled default model: read (streamed),
+  score, post-process, write JSON;
 
-then a cohort run (many series in one process) for the throughput in series/s/core, and writes
-``benchmarks/RESULTS.md`` with machine information and the ratios::
+then, in one more process per size, the **stage times** (import, model load, and each stage run
+alone: read, preprocess, network, post-process; and the streamed read+preprocess+score as
+``predict`` runs it, where the stages overlap), and a **cohort** run (``bodyscore cohort run``, 2
+workers, ``--cohort`` copies of the 120-slice series, no thumbnails) for the throughput. The
+machine's load average is recorded before and after every measurement; a loaded machine makes
+every time (not the RSS) invalid, and RESULTS.md says so. Writes ``benchmarks/RESULTS.md``::
 
     benchmarks/bpreg/setup_bpreg_venv.sh
-    PYTHONPATH=src python benchmarks/run.py            # ~10 min on 2 cores
-    PYTHONPATH=src python benchmarks/run.py --sizes 120x5 --skip-bpreg   # quick look
+    python benchmarks/run.py                      # ~15 min on 2 idle cores
+    python benchmarks/run.py --sizes 120x5 --skip-bpreg --repeats 1    # quick look
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,80 +49,139 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 SIZES = ("120x5", "300x1.5", "800x0.8")
 # z start (mm, pelvis_start = 0) of each size: abdomen-chest, pelvis-abdomen, chest-head
 Z_START = {"120x5": -50.0, "300x1.5": -60.0, "800x0.8": 250.0}
+RSS_TARGET_MB = 400.0
+BPREG_TARGET = 25.0
+READ_TARGET = 1.0
+COHORT_TARGET = 2.0
 
-RUNNER = r"""
+NIBABEL_READ = "import sys, nibabel, numpy; numpy.asarray(nibabel.load(sys.argv[1]).dataobj)"
+
+CLI = "import sys; from bodyscore.cli import main; sys.exit(main(sys.argv[1:]))"
+
+STAGES = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from pathlib import Path
-from bodyscore.io import read_volume
-from bodyscore.model import load_model
-from bodyscore.inference import predict_raw_scores
-from bodyscore.fast import predict_raw_scores_fast
+import bodyscore
+model_arg, path, out = sys.argv[1:]
+model = bodyscore.load_model(model_arg)
+t1 = time.perf_counter()
 from bodyscore.assemble import assemble_result
-from bodyscore.export import json_writer
-model_arg, mode, out_dir, *inputs = sys.argv[1:]
-t_import = time.perf_counter()
-model = load_model(model_arg)
-t_model = time.perf_counter()
-stages = {"import": t_import - t0, "load_model": t_model - t_import, "read": 0.0, "score": 0.0,
-          "post_write": 0.0}
-for path in inputs:
-    a = time.perf_counter()
-    volume = read_volume(path)
-    b = time.perf_counter()
-    score = predict_raw_scores_fast if mode == "fast" else predict_raw_scores
-    raw = score(volume, model)
-    c = time.perf_counter()
-    result = assemble_result(raw_scores=raw, volume=volume, settings=model.settings,
-                             model_info=model.info)
-    Path(out_dir, Path(path).name.split(".")[0] + ".json").write_text(result.to_json())
-    d = time.perf_counter()
-    stages["read"] += b - a; stages["score"] += c - b; stages["post_write"] += d - c
-print(json.dumps(stages))
-"""
-
-READER = r"""
-import sys
-from bodyscore.io import read_volume
-for path in sys.argv[1:]:
-    read_volume(path)
+from bodyscore.inference import predict_raw_scores_streamed
+from bodyscore.io import open_slabs, read_volume
+from bodyscore.preprocess import iter_preprocessed_batches
+from bodyscore.scoring import score_batches
+a = time.perf_counter()
+volume = read_volume(path)
+b = time.perf_counter()
+batches = list(iter_preprocessed_batches(volume, batch_size=16, config=model.package.preprocessing))
+c = time.perf_counter()
+raw = score_batches(batches, model, n_slices=volume.n_slices)
+d = time.perf_counter()
+result = assemble_result(raw_scores=raw, volume=volume, settings=model.settings,
+                         model_info=model.info)
+open(out, "w").write(result.to_json())
+e = time.perf_counter()
+del volume, batches
+f = time.perf_counter()
+predict_raw_scores_streamed(open_slabs(path), model)
+g = time.perf_counter()
+print(json.dumps({"import_and_load_model": t1 - t0, "read": b - a, "preprocess": c - b,
+                  "network": d - c, "postprocess_write": e - d, "streamed": g - f}))
 """
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """One subprocess run: wall time (s), peak RSS (bytes), exit code, stdout."""
+    """One subprocess run: wall time (s), peak RSS (bytes), exit code, stdout, load averages."""
 
     wall_s: float
     peak_rss_bytes: int
     returncode: int
     stdout: str
+    load_before: float
+    load_after: float
 
     @property
-    def rss_gb(self) -> float:
-        """Peak RSS in GB (10^9 bytes)."""
-        return self.peak_rss_bytes / 1e9
+    def rss_mb(self) -> float:
+        """Peak RSS in MB (10^6 bytes)."""
+        return self.peak_rss_bytes / 1e6
 
 
 def measure(cmd: Sequence[str], *, env: dict[str, str] | None = None) -> Measurement:
-    """Run ``cmd``; wall time and the child's own peak RSS (``wait4``)."""
+    """Run ``cmd``; wall time, the child's own peak RSS (``wait4``) and the 1-min load."""
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout = out.read().decode(errors="replace")
-        if proc.returncode != 0:
+        if returncode != 0:
             tail = err.read().decode(errors="replace")[-2000:]
-            print(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{tail}", file=sys.stderr)
-    return Measurement(wall, int(usage.ru_maxrss) * 1024, proc.returncode, stdout)
+            print(f"command failed ({returncode}): {' '.join(cmd)}\n{tail}", file=sys.stderr)
+    return Measurement(wall, int(usage.ru_maxrss) * 1024, returncode, stdout, load_before,
+                       os.getloadavg()[0])
 
 
-def make_volume(size: str, folder: Path) -> Path:
+@dataclass(frozen=True)
+class Series:
+    """Repeated measurements of one command; medians."""
+
+    runs: tuple[Measurement, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Every run exited 0."""
+        return bool(self.runs) and all(m.returncode == 0 for m in self.runs)
+
+    @property
+    def wall_s(self) -> float:
+        """Median wall time, s."""
+        return statistics.median(m.wall_s for m in self.runs)
+
+    @property
+    def rss_mb(self) -> float:
+        """Median peak RSS, MB."""
+        return statistics.median(m.rss_mb for m in self.runs)
+
+    @property
+    def spread(self) -> str:
+        """Min–max of the wall times."""
+        walls = [m.wall_s for m in self.runs]
+        return f"{min(walls):.2f}–{max(walls):.2f}"
+
+    @property
+    def max_load(self) -> float:
+        """Highest 1-min load average seen around the runs."""
+        return max(max(m.load_before, m.load_after) for m in self.runs)
+
+
+def repeat(cmd: Sequence[str], repeats: int, env: dict[str, str] | None = None) -> Series:
+    """``measure(cmd)`` ``repeats`` times."""
+    return Series(tuple(measure(cmd, env=env) for _ in range(repeats)))
+
+
+def _in_subprocess(function: str, *args: str) -> Path:
+    """Run ``function(*args)`` of this script in a child process; its returned path.
+
+    The parent never imports numpy or bodyscore and never holds a volume: on Linux a child's
+    ``ru_maxrss`` starts from its parent's resident size at ``fork`` (``exec`` keeps the old
+    high-water mark), so a fat parent would inflate every child's peak RSS.
+    """
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import run; "
+            f"print(run.{function}(*sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         env=env, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def make_volume(size: str, folder: str | Path) -> Path:
     """Synthetic 512² CT with ``n`` slices of ``dz`` mm (``size`` = "NxDZ"), as int16 NIfTI."""
+    folder = Path(folder)
     from bodyscore.io import write_nifti
     from bodyscore.synth import generate_volume
     from bodyscore.synth.generate import SynthConfig
@@ -136,29 +199,9 @@ def make_volume(size: str, folder: Path) -> Path:
     return path
 
 
-def stand_in_default_model(folder: Path) -> Path:
-    """A random-weight package with the default model's architecture (speed stand-in only)."""
-    import torch
-
-    from bodyscore.model import save_package
-    from bodyscore.model.network import LightRegressionNet
-    from bodyscore.settings import InferenceSettings
-
-    if (folder / "config.json").is_file():
-        return folder
-    torch.manual_seed(0)
-    net = LightRegressionNet()
-    settings = InferenceSettings.from_file(
-        REPO.parent / "shared" / "data" / "bpreg-public-model" / "inference-settings.json")
-    save_package(folder, state_dict=net.state_dict(), settings=settings,
-                 config={"base_model": "light", "model_name": "default-stand-in",
-                         "backbone": {"widths": list(net.widths), "convs_per_stage": 2}},
-                 overwrite=True)
-    return folder
-
-
-def vgg_model_folder(folder: Path) -> Path:
+def vgg_model_folder(folder: str | Path) -> Path:
     """The bpreg VGG16 model folder of the parity references (seeded weights + fitted fc7)."""
+    folder = Path(folder)
     sys.path.insert(0, str(REPO / "benchmarks" / "bpreg"))
     import make_reference
 
@@ -178,7 +221,7 @@ def machine_info(venv: Path | None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cores": os.cpu_count(),
-        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "load_average_1_5_15_before": [round(v, 2) for v in os.getloadavg()],
     }
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -190,7 +233,7 @@ def machine_info(venv: Path | None) -> dict[str, Any]:
         pass
     import importlib.metadata as md
 
-    for package in ("numpy", "scipy", "nibabel", "onnxruntime", "torch"):
+    for package in ("numpy", "scipy", "nibabel", "onnxruntime", "isal"):  # metadata only
         try:
             info[package] = md.version(package)
         except md.PackageNotFoundError:
@@ -200,10 +243,10 @@ def machine_info(venv: Path | None) -> dict[str, Any]:
                               "import importlib.metadata as m;print(m.version('bpreg'),"
                               "m.version('torch'))"], capture_output=True, text=True,
                              check=False)
-        info["bpreg_venv"] = out.stdout.strip()
-    busy = subprocess.run(["pgrep", "-f", "run_training_from_file"], capture_output=True,
-                          text=True, check=False).stdout.split()
-    info["training_process_running"] = bool(busy)
+        info["bpreg_venv (bpreg, torch)"] = out.stdout.strip()
+    busy = subprocess.run(["pgrep", "-f", "train"], capture_output=True, text=True,
+                          check=False).stdout.split()
+    info["training_like_processes"] = len(busy)
     return info
 
 
@@ -211,68 +254,138 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}×" if b > 0 else "n/a"
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
+def _stage_rows(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["", "## Stage times (s, one process per size, each stage alone)", "",
+             "| volume | import + load model | read | preprocess | network | post-process + "
+             "write | streamed read+preprocess+score (overlapped) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        stages = row.get("stages")
+        if not stages:
+            continue
+        lines.append(f"| {row['size']} | {stages['import_and_load_model']:.2f} | "
+                     f"{stages['read']:.2f} | {stages['preprocess']:.2f} | "
+                     f"{stages['network']:.2f} | {stages['postprocess_write']:.2f} | "
+                     f"{stages['streamed']:.2f} |")
+    return lines
+
+
 def write_results(path: Path, info: dict[str, Any], rows: list[dict[str, Any]],
-                  cohort: dict[str, Any] | None, notes: list[str]) -> None:
+                  cohort: dict[str, Any] | None, notes: list[str], loaded: bool) -> None:
     """Write RESULTS.md."""
     lines = [
-        "# bodyscore vs bpreg 1.1.0 — measured side by side",
+        "# bodyscore vs bpreg 1.1.0 vs a plain nibabel read — measured side by side",
         "",
-        "Produced by `PYTHONPATH=src python benchmarks/run.py` (do not edit by hand; rerun).",
-        "Every number is one run of a separate process: wall time includes interpreter start-up,",
-        "imports and model loading; peak RSS is that process's maximum resident set.",
-        "",
-        "## Machine",
+        "Produced by `python benchmarks/run.py` (do not edit by hand; rerun). Every number is a",
+        "separate process: wall time includes interpreter start-up, imports and model loading;",
+        "peak RSS is that process's maximum resident set. Medians of the repeats.",
         "",
     ]
-    lines += [f"- {key}: {value}" for key, value in info.items()]
-    lines += ["", "## Per volume (512 × 512 synthetic CT, int16 NIfTI .nii.gz)", "",
-              "| volume | read s | bpreg s / GB | bodyscore s / GB | × faster than bpreg | "
-              "RSS ratio | end-to-end ÷ read |",
+    if loaded:
+        lines += ["> **The machine was loaded during this run** (load average above half the",
+                  "> cores, see below): every *time* and *ratio* here is inflated and not valid",
+                  "> against the targets — rerun on an idle machine. Peak RSS figures are valid.",
+                  ""]
+    lines += ["## Machine", ""] + [f"- {key}: {value}" for key, value in info.items()]
+    lines += ["", "## Per volume (512 × 512 synthetic CT, int16 .nii.gz)", "",
+              "| volume | nibabel read s | bpreg s / MB | bodyscore predict s (min–max) / MB | "
+              "× faster than bpreg | ÷ nibabel read | max 1-min load |",
               "|---|---|---|---|---|---|---|"]
     for row in rows:
-        read = row["read"]
-        bpreg = row.get("bpreg")
-        bpreg_text = f"{bpreg.wall_s:.1f} / {bpreg.rss_gb:.2f}" if bpreg else "not run"
-        for label, m in row["bodyscore"].items():
-            faster = _ratio(bpreg.wall_s, m.wall_s) if bpreg else "n/a"
-            rss = _ratio(bpreg.rss_gb, m.rss_gb) if bpreg else "n/a"
-            lines.append(
-                f"| {row['size']} | {read.wall_s:.2f} | {bpreg_text} | {label}: "
-                f"{m.wall_s:.2f} / {m.rss_gb:.2f} | {faster} | {rss} | "
-                f"{m.wall_s / read.wall_s:.2f} |")
-    lines += ["", "Stage times inside the bodyscore process (s):", "",
-              "| volume | variant | import | load model | read | score | post-process + write |",
-              "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        for label, m in row["bodyscore"].items():
-            try:
-                st = json.loads(m.stdout.strip().splitlines()[-1])
-            except (ValueError, IndexError):
-                continue
-            lines.append(f"| {row['size']} | {label} | {st['import']:.2f} | "
-                         f"{st['load_model']:.2f} | {st['read']:.2f} | {st['score']:.2f} | "
-                         f"{st['post_write']:.2f} |")
+        read, bpreg, ours = row["read"], row.get("bpreg"), row["bodyscore"]
+        bpreg_text = f"{bpreg.wall_s:.1f} / {bpreg.rss_mb:.0f}" if bpreg else "not run"
+        faster = _ratio(bpreg.wall_s, ours.wall_s) if bpreg else "n/a"
+        load = max(read.max_load, ours.max_load, bpreg.max_load if bpreg else 0.0)
+        lines.append(f"| {row['size']} | {read.wall_s:.2f} | {bpreg_text} | {ours.wall_s:.2f} "
+                     f"({ours.spread}) / {ours.rss_mb:.0f} | {faster} | "
+                     f"{ours.wall_s / read.wall_s:.2f} | {load:.1f} |")
+    lines += _stage_rows(rows)
     if cohort:
         lines += ["", "## Cohort throughput", "",
-                  f"{cohort['series']} series ({cohort['size']}) scored in one process with the "
-                  f"{cohort['label']} model (fast path): {cohort['wall_s']:.1f} s wall, "
-                  f"peak RSS {cohort['rss_gb']:.2f} GB → **{cohort['per_core']:.2f} series/s/core**"
-                  f" ({cohort['cores']} cores)."]
+                  f"`bodyscore cohort run` on {cohort['series']} copies of the {cohort['size']} "
+                  f"series, {cohort['workers']} workers, no thumbnails: {cohort['wall_s']:.1f} s "
+                  f"wall including the Dask cluster's start → **{cohort['per_s']:.2f} series/s**; "
+                  f"from the per-series times (cluster start excluded): "
+                  f"{cohort['steady_per_s']:.2f} series/s. Peak RSS of the client process "
+                  f"{cohort['rss_mb']:.0f} MB; max 1-min load {cohort['load']:.1f}."]
+    lines += ["", "## Targets (issue 18)", ""]
+    lines += _target_lines(rows, cohort, loaded)
     lines += ["", "## Notes", ""] + [f"- {note}" for note in notes] + [""]
     path.write_text("\n".join(lines))
+
+
+def _target_lines(rows: list[dict[str, Any]], cohort: dict[str, Any] | None,
+                  loaded: bool) -> list[str]:
+    caveat = " (timing: loaded machine, not valid)" if loaded else ""
+    lines = []
+    for row in rows:
+        ours, read, bpreg = row["bodyscore"], row["read"], row.get("bpreg")
+        lines.append(f"- {row['size']}: peak RSS {ours.rss_mb:.0f} MB ≤ {RSS_TARGET_MB:.0f} MB: "
+                     f"{_verdict(ours.rss_mb <= RSS_TARGET_MB)}; end-to-end "
+                     f"{ours.wall_s / read.wall_s:.2f}× the nibabel read (target ≤ "
+                     f"{READ_TARGET:.1f}×): {_verdict(ours.wall_s <= READ_TARGET * read.wall_s)}"
+                     f"{caveat}" + (
+                         f"; {bpreg.wall_s / ours.wall_s:.1f}× faster than bpreg (target ≥ "
+                         f"{BPREG_TARGET:.0f}× at 300 and 800 slices): "
+                         f"{_verdict(bpreg.wall_s >= BPREG_TARGET * ours.wall_s)}{caveat}"
+                         if bpreg else "; bpreg not run"))
+    if cohort:
+        lines.append(f"- cohort: {cohort['per_s']:.2f} series/s on {cohort['workers']} workers "
+                     f"(target ≥ {COHORT_TARGET:.0f}): "
+                     f"{_verdict(cohort['per_s'] >= COHORT_TARGET)}{caveat}")
+    return lines
+
+
+def run_cohort(base: Path, work: Path, copies: int, env: dict[str, str]) -> dict[str, Any]:
+    """``bodyscore cohort run`` over ``copies`` symlinks of ``base`` on 2 workers."""
+    folder = work / "cohort_in"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for i in range(copies):
+        (folder / f"series_{i:03d}.nii.gz").symlink_to(base)
+    table = work / "cohort_out" / "results.parquet"
+    shutil.rmtree(table.parent, ignore_errors=True)
+    m = measure([sys.executable, "-c", CLI, "cohort", "run", str(folder), "-o", str(table),
+                 "--workers", "2", "--no-thumbnails"], env=env)
+    parts = table.with_name("results.parts")
+    totals = [json.loads(f.read_text())["total_s"] for f in parts.glob("*.row.json")]
+    steady = 2 * len(totals) / sum(totals) if totals else 0.0
+    return {"series": copies, "size": base.name, "workers": 2, "wall_s": m.wall_s,
+            "per_s": copies / m.wall_s if m.returncode == 0 else 0.0, "steady_per_s": steady,
+            "rss_mb": m.rss_mb, "load": max(m.load_before, m.load_after)}
+
+
+def _bpreg(venv: Path, vgg: Path, volume: Path, work: Path, size: str, repeats: int) -> Series:
+    in_dir, out_dir = work / f"bpreg_in_{size}", work / f"bpreg_out_{size}"
+    shutil.rmtree(in_dir, ignore_errors=True)
+    in_dir.mkdir()
+    (in_dir / volume.name).symlink_to(volume)
+    runs = []
+    for _ in range(repeats):
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir()  # bpreg does not create it
+        runs.append(measure([str(venv / "bin" / "bpreg_predict"), "-i", str(in_dir), "-o",
+                             str(out_dir), "--model", f"{vgg}/"],
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}))
+    return Series(tuple(runs))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="NxDZ, e.g. 300x1.5")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bpreg-repeats", type=int, default=1,
+                        help="bpreg runs per size (it is slow; 1 is enough for a ≥25× check)")
     parser.add_argument("--bpreg-venv", type=Path,
                         default=Path(os.environ.get("BPREG_VENV", "/tmp/bpreg-venv")))
     parser.add_argument("--skip-bpreg", action="store_true")
-    parser.add_argument("--vgg-modes", nargs="*", default=["fast", "all"],
-                        help="bodyscore runs with the bpreg VGG16 folder (fast, all or none)")
-    parser.add_argument("--default-modes", nargs="*", default=["fast", "all"])
-    parser.add_argument("--cohort", type=int, default=6, help="series in the cohort run (0: skip)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--cohort", type=int, default=16, help="series in the cohort run (0: skip)")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "bodyscore-bench")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -283,72 +396,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     (work / "volumes").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "CUDA_VISIBLE_DEVICES": ""}
-    notes: list[str] = []
-    vgg = vgg_model_folder(work / "bpreg_vgg_model")
-    if DEFAULT_MODEL.is_dir():
-        default, default_label = DEFAULT_MODEL, "default"
-    else:
-        default = stand_in_default_model(work / "default_stand_in")
-        default_label = "default-arch stand-in"
-        notes.append("src/bodyscore/models/default did not exist yet: the 'default' rows use a "
-                     "random-weight package with the default light architecture (same speed, "
-                     "meaningless scores).")
-    # warm-up (not timed): ONNX export of the VGG folder into the user cache
-    from bodyscore.model import load_model
-
-    load_model(str(vgg))
-    info = machine_info(None if args.skip_bpreg else args.bpreg_venv)
+    notes: list[str] = list(args.note)
+    run_bpreg = not args.skip_bpreg and (args.bpreg_venv / "bin" / "bpreg_predict").is_file()
+    if not args.skip_bpreg and not run_bpreg:
+        notes.append(f"bpreg not run: no venv at {args.bpreg_venv} "
+                     "(benchmarks/bpreg/setup_bpreg_venv.sh builds it).")
+    vgg = _in_subprocess("vgg_model_folder", str(work / "bpreg_vgg_model")) if run_bpreg else None
+    info = machine_info(args.bpreg_venv if run_bpreg else None)
     rows: list[dict[str, Any]] = []
     for size in args.sizes:
-        volume = make_volume(size, work / "volumes")
-        row: dict[str, Any] = {"size": size, "bodyscore": {}}
-        row["read"] = measure([sys.executable, "-c", READER, str(volume)], env=env)
-        if not args.skip_bpreg:
-            in_dir, out_dir = work / f"bpreg_in_{size}", work / f"bpreg_out_{size}"
-            shutil.rmtree(in_dir, ignore_errors=True)
-            shutil.rmtree(out_dir, ignore_errors=True)
-            in_dir.mkdir()
-            out_dir.mkdir()  # bpreg does not create it
-            (in_dir / volume.name).symlink_to(volume)
-            row["bpreg"] = measure([str(args.bpreg_venv / "bin" / "bpreg_predict"), "-i",
-                                    str(in_dir), "-o", str(out_dir), "--model", f"{vgg}/"],
-                                   env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
-        variants = [("bpreg VGG16", vgg, m) for m in args.vgg_modes] + [
-            (default_label, default, m) for m in args.default_modes]
-        for label, model, mode in variants:
-            out_dir = work / f"bodyscore_out_{size}"
-            out_dir.mkdir(exist_ok=True)
-            row["bodyscore"][f"{label} ({mode})"] = measure(
-                [sys.executable, "-c", RUNNER, str(model), mode, str(out_dir), str(volume)],
-                env=env)
+        volume = _in_subprocess("make_volume", size, str(work / "volumes"))
+        out_dir = work / f"bodyscore_out_{size}"
+        out_dir.mkdir(exist_ok=True)
+        row: dict[str, Any] = {"size": size}
+        row["read"] = repeat([sys.executable, "-c", NIBABEL_READ, str(volume)], args.repeats, env)
+        row["bodyscore"] = repeat([sys.executable, "-c", CLI, "predict", str(volume), "-o",
+                                   str(out_dir), "--model", str(args.model)], args.repeats, env)
+        if run_bpreg and vgg is not None:
+            row["bpreg"] = _bpreg(args.bpreg_venv, vgg, volume, work, size, args.bpreg_repeats)
+        stages = measure([sys.executable, "-c", STAGES, str(args.model), str(volume),
+                          str(work / f"stages_{size}.json")], env=env)
+        if stages.returncode == 0:
+            row["stages"] = json.loads(stages.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(f"done {size}", file=sys.stderr, flush=True)
     cohort = None
     if args.cohort > 0:
-        base = make_volume(args.sizes[0], work / "volumes")
-        copies = []
-        for i in range(args.cohort):
-            copy = work / "volumes" / f"cohort_{i}.nii.gz"
-            if not copy.exists():
-                copy.symlink_to(base)
-            copies.append(str(copy))
-        out_dir = work / "cohort_out"
-        out_dir.mkdir(exist_ok=True)
-        m = measure([sys.executable, "-c", RUNNER, str(default), "fast", str(out_dir), *copies],
-                    env=env)
-        cores = os.cpu_count() or 1
-        cohort = {"series": args.cohort, "size": args.sizes[0], "label": default_label,
-                  "wall_s": m.wall_s, "rss_gb": m.rss_gb,
-                  "per_core": args.cohort / m.wall_s / cores, "cores": cores}
-    info["load_average_after"] = [round(v, 2) for v in os.getloadavg()]
-    busy = info["training_process_running"] or max(
-        info["load_average_1_5_15"][0], info["load_average_after"][0]) > 0.5 * (os.cpu_count() or 1)
-    notes.insert(0, "machine NOT idle during the run (other work running: see load averages and "
-                 "training_process_running above): times are inflated and ratios unreliable; rerun "
-                 "on an idle machine." if busy else "machine idle during the run (load average "
-                 "below half the core count before and after, no training process).")
-    notes += args.note
-    write_results(args.out, info, rows, cohort, notes)
+        base = _in_subprocess("make_volume", args.sizes[0], str(work / "volumes"))
+        cohort = run_cohort(base, work, args.cohort, env)
+    info["load_average_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
+    peak_load = max([info["load_average_1_5_15_before"][0], info["load_average_1_5_15_after"][0],
+                     *(s.max_load for r in rows for k in ("read", "bodyscore", "bpreg")
+                       if (s := r.get(k)) is not None)])
+    loaded = peak_load > 0.5 * (os.cpu_count() or 1)
+    notes.insert(0, f"highest 1-min load average seen: {peak_load:.1f} on {os.cpu_count()} cores"
+                 + (" — machine NOT idle: rerun for valid times." if loaded else " (idle)."))
+    write_results(args.out, info, rows, cohort, notes, loaded)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -33,7 +33,7 @@ from bodyscore.usecases.bodypart import (
     tag_min_present,
 )
 from bodyscore.usecases.sanity import check_sanity
-from bodyscore.volume import Volume
+from bodyscore.volume import Volume, VolumeGeometry
 
 __all__ = ["RawScores", "assemble_result", "settings_description"]
 
@@ -79,7 +79,7 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _input_description(volume: Volume) -> dict[str, Any]:
+def _input_description(volume: Volume | VolumeGeometry) -> dict[str, Any]:
     meta = volume.meta
     info: dict[str, Any] = {
         "source": volume.source,
@@ -152,7 +152,7 @@ def _to_input_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
 def assemble_result(
     *,
     raw_scores: RawScores,
-    volume: Volume,
+    volume: Volume | VolumeGeometry,
     settings: InferenceSettings,
     model_info: Mapping[str, Any],
     empty_mask: np.ndarray | None = None,
@@ -163,8 +163,9 @@ def assemble_result(
     ----------
     raw_scores : RawScores
         ``.raw`` (n,) float64 and ``.empty`` (n,) bool, canonical order (as ``volume.array``).
-    volume : Volume
-        The scored volume (canonical); gives z positions, spacing, slice order and metadata.
+    volume : Volume or VolumeGeometry
+        The scored volume (canonical) or its geometry; gives z positions, spacing, slice
+        order and metadata.
     settings : InferenceSettings
         The model's inference settings.
     model_info : mapping

@@ -147,18 +147,24 @@ def _unique_stems(jobs: list[_Job]) -> list[_Job]:
 
 
 def _score_one(
-    path: str, series_uid: str | None, model: ScoreModel, args: argparse.Namespace
-) -> tuple[ScoreResult, Volume]:
-    """Read one input and score it, with a progress bar on a terminal."""
+    path: str, series_uid: str | None, model: ScoreModel, args: argparse.Namespace,
+    *, keep_volume: bool = False,
+) -> tuple[ScoreResult, Volume | None]:
+    """Read one input and score it, with a progress bar on a terminal.
+
+    The volume is read whole only with ``keep_volume`` (for the PNG); otherwise a NIfTI file
+    is scored while it is read (:func:`bodyscore.inference.predict`) and ``None`` is returned.
+    """
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
 
-    volume = read_volume(path, series_uid=series_uid)
+    volume = read_volume(path, series_uid=series_uid) if keep_volume else None
     update, close = _progress_bar(args.progress, input_stem(path))
     try:
         result = predict(
-            volume,
+            path if volume is None else volume,
             model,
+            series_uid=series_uid,
             batch_size=args.batch_size,
             progress=update,
             fast=args.fast,
@@ -169,7 +175,7 @@ def _score_one(
 
 
 def _write_outputs(
-    result: ScoreResult, volume: Volume, job: _Job, args: argparse.Namespace
+    result: ScoreResult, volume: Volume | None, job: _Job, args: argparse.Namespace
 ) -> None:
     from bodyscore.export.json_writer import write_json
 
@@ -181,7 +187,7 @@ def _write_outputs(
         from bodyscore.export.tables import write_csv
 
         write_csv(result, out_dir / f"{job.stem}.csv")
-    if args.png:
+    if args.png and volume is not None:
         from bodyscore.export.plots import write_png
 
         write_png(result, out_dir / f"{job.stem}.png", volume)
@@ -219,7 +225,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             log.info("%s: result exists, skipped", job.path)
             continue
         try:
-            result, volume = _score_one(job.path, job.series_uid, model, args)
+            result, volume = _score_one(job.path, job.series_uid, model, args,
+                                        keep_volume=args.png)
             _write_outputs(result, volume, job, args)
         except MultipleSeriesError as exc:
             listing = "; ".join(f"{uid} ({desc})" for uid, desc in exc.series)
@@ -396,7 +403,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="inference backend (default: ONNX Runtime when possible)",
     )
-    parser.add_argument("--batch-size", type=int, default=64, help="slices per batch (default 64)")
+    parser.add_argument("--batch-size", type=int, default=16, help="slices per batch (default 16)")
     parser.add_argument(
         "--fast",
         action="store_true",

@@ -14,13 +14,12 @@ still does (without the CLI's ``--fast``).
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bodyscore.inference import ProgressCallback, RawScores, prefetched
 from bodyscore.preprocess import EMPTY_SLICE_ATOL, is_empty_slice, iter_preprocessed_batches
+from bodyscore.scoring import ProgressCallback, RawScores, parallel, prefetched
 from bodyscore.volume import Volume
 
 if TYPE_CHECKING:
@@ -161,7 +160,7 @@ def predict_raw_scores_fast(
     batches = iter_preprocessed_batches(
         volume, batch_size=batch_size, slice_indices=chosen, config=config
     )
-    if chosen.size > batch_size and (os.cpu_count() or 1) > 1:
+    if chosen.size > batch_size and parallel():
         batches = prefetched(batches)  # preprocess the next batch while this one is scored
     for indices, batch in batches:
         raw[indices] = model.predict_raw(batch)

@@ -28,7 +28,7 @@ import numpy as np
 
 from bodyscore.errors import InputError
 
-__all__ = ["Volume"]
+__all__ = ["Volume", "VolumeGeometry"]
 
 _UNIFORM_RTOL = 0.01  # relative deviation of slice steps tolerated as "uniform"
 
@@ -37,8 +37,96 @@ def _frozen_mapping(meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(meta or {}))
 
 
+def _freeze_geometry(owner: Volume | VolumeGeometry, n: int) -> None:
+    """Validate ``owner``'s geometry fields for ``n`` slices and store them normalised
+    (spacing floats, affine float64, read-only z positions and slice order, frozen meta)."""
+    source = owner.source
+    spacing = _checked_spacing(owner.spacing_mm, source)
+    affine = np.asarray(owner.affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise InputError(f"{source}: affine must be a finite 4x4 matrix")
+    z = (
+        np.arange(n, dtype=np.float64) * spacing[0]
+        if owner.z_positions_mm is None
+        else np.asarray(owner.z_positions_mm, dtype=np.float64)
+    )
+    if z.shape != (n,) or not np.all(np.isfinite(z)) or (n > 1 and np.any(np.diff(z) <= 0)):
+        raise InputError(
+            f"{source}: slice positions must be {n} finite, strictly increasing values"
+        )
+    order = (
+        np.arange(n, dtype=np.int64)
+        if owner.source_slice_index is None
+        else np.asarray(owner.source_slice_index, dtype=np.int64)
+    )
+    if order.shape != (n,) or sorted(order.tolist()) != list(range(n)):
+        raise InputError(f"{source}: source_slice_index must be a permutation of 0..{n - 1}")
+    z.flags.writeable = False
+    order.flags.writeable = False
+    for name, value in (("spacing_mm", spacing), ("affine", affine), ("z_positions_mm", z),
+                        ("source_slice_index", order), ("meta", _frozen_mapping(owner.meta)),
+                        ("warnings", tuple(owner.warnings))):
+        object.__setattr__(owner, name, value)
+
+
+def _checked_spacing(spacing_mm: Any, source: str) -> tuple[float, float, float]:
+    spacing = tuple(float(s) for s in spacing_mm)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(
+            f"{source}: voxel spacing {spacing} mm is not three positive finite "
+            "numbers; fix the header"
+        )
+    return (spacing[0], spacing[1], spacing[2])
+
+
+class _SliceGeometry:
+    """Properties shared by :class:`Volume` and :class:`VolumeGeometry` (from ``spacing_mm``,
+    ``z_positions_mm`` and ``source_slice_index``)."""
+
+    spacing_mm: tuple[float, float, float]
+    z_positions_mm: np.ndarray | None
+    source_slice_index: np.ndarray | None
+
+    @property
+    def n_slices(self) -> int:
+        """Number of axial slices."""
+        return int(self.z_mm.shape[0])
+
+    @property
+    def z_mm(self) -> np.ndarray:
+        """Slice positions along the slice normal in mm, shape (z,), increasing."""
+        assert self.z_positions_mm is not None
+        return self.z_positions_mm
+
+    @property
+    def slice_order(self) -> np.ndarray:
+        """Index in the input's own slice order of each canonical slice, shape (z,)."""
+        assert self.source_slice_index is not None
+        return self.source_slice_index
+
+    @property
+    def slice_steps_mm(self) -> np.ndarray:
+        """Distances between consecutive slices in mm, shape (z - 1,)."""
+        return np.diff(self.z_mm)
+
+    @property
+    def has_uniform_spacing(self) -> bool:
+        """True when every slice step is within 1 % of the nominal z-spacing."""
+        steps = self.slice_steps_mm
+        if steps.size == 0:
+            return True
+        return bool(
+            np.all(np.abs(steps - self.spacing_mm[0]) <= _UNIFORM_RTOL * self.spacing_mm[0])
+        )
+
+    @property
+    def z_extent_mm(self) -> float:
+        """Covered length along z in mm: n_slices × nominal spacing (bpreg's z-range)."""
+        return float(self.n_slices * self.spacing_mm[0])
+
+
 @dataclass(frozen=True, eq=False)
-class Volume:
+class Volume(_SliceGeometry):
     """A CT volume in Hounsfield units with its geometry.
 
     Parameters
@@ -81,44 +169,9 @@ class Volume:
             )
         if array.shape[0] < 1 or array.shape[1] < 1 or array.shape[2] < 1:
             raise InputError(f"{self.source}: image has an empty axis, shape {array.shape}")
-        spacing = tuple(float(s) for s in self.spacing_mm)
-        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-            raise InputError(
-                f"{self.source}: voxel spacing {spacing} mm is not three positive finite "
-                "numbers; fix the header"
-            )
-        affine = np.asarray(self.affine, dtype=np.float64)
-        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-            raise InputError(f"{self.source}: affine must be a finite 4x4 matrix")
-        n = array.shape[0]
-        z = (
-            np.arange(n, dtype=np.float64) * spacing[0]
-            if self.z_positions_mm is None
-            else np.asarray(self.z_positions_mm, dtype=np.float64)
-        )
-        if z.shape != (n,) or not np.all(np.isfinite(z)) or (n > 1 and np.any(np.diff(z) <= 0)):
-            raise InputError(
-                f"{self.source}: slice positions must be {n} finite, strictly increasing values"
-            )
-        order = (
-            np.arange(n, dtype=np.int64)
-            if self.source_slice_index is None
-            else np.asarray(self.source_slice_index, dtype=np.int64)
-        )
-        if order.shape != (n,) or sorted(order.tolist()) != list(range(n)):
-            raise InputError(
-                f"{self.source}: source_slice_index must be a permutation of 0..{n - 1}"
-            )
+        _freeze_geometry(self, array.shape[0])
         array.flags.writeable = False
-        z.flags.writeable = False
-        order.flags.writeable = False
         object.__setattr__(self, "array", array)
-        object.__setattr__(self, "spacing_mm", spacing)
-        object.__setattr__(self, "affine", affine)
-        object.__setattr__(self, "z_positions_mm", z)
-        object.__setattr__(self, "source_slice_index", order)
-        object.__setattr__(self, "meta", _frozen_mapping(self.meta))
-        object.__setattr__(self, "warnings", tuple(self.warnings))
 
     # -- geometry -----------------------------------------------------------------------------
     @property
@@ -126,43 +179,6 @@ class Volume:
         """Array shape (z, y, x)."""
         s = self.array.shape
         return (int(s[0]), int(s[1]), int(s[2]))
-
-    @property
-    def n_slices(self) -> int:
-        """Number of axial slices."""
-        return int(self.array.shape[0])
-
-    @property
-    def z_mm(self) -> np.ndarray:
-        """Slice positions along the slice normal in mm, shape (z,), increasing."""
-        assert self.z_positions_mm is not None
-        return self.z_positions_mm
-
-    @property
-    def slice_order(self) -> np.ndarray:
-        """Index in the input's own slice order of each canonical slice, shape (z,)."""
-        assert self.source_slice_index is not None
-        return self.source_slice_index
-
-    @property
-    def slice_steps_mm(self) -> np.ndarray:
-        """Distances between consecutive slices in mm, shape (z - 1,)."""
-        return np.diff(self.z_mm)
-
-    @property
-    def has_uniform_spacing(self) -> bool:
-        """True when every slice step is within 1 % of the nominal z-spacing."""
-        steps = self.slice_steps_mm
-        if steps.size == 0:
-            return True
-        return bool(
-            np.all(np.abs(steps - self.spacing_mm[0]) <= _UNIFORM_RTOL * self.spacing_mm[0])
-        )
-
-    @property
-    def z_extent_mm(self) -> float:
-        """Covered length along z in mm: n_slices × nominal spacing (bpreg's z-range)."""
-        return float(self.n_slices * self.spacing_mm[0])
 
     def is_superior_up(self) -> bool:
         """True when slice index grows towards the head (world +z, RAS 'S')."""
@@ -238,3 +254,44 @@ class Volume:
             f"Volume(source={self.source!r}, shape(z,y,x)={self.shape}, "
             f"spacing_mm={tuple(round(s, 4) for s in self.spacing_mm)}, dtype={self.array.dtype})"
         )
+
+
+@dataclass(frozen=True, eq=False)
+class VolumeGeometry(_SliceGeometry):
+    """Everything about a canonical :class:`Volume` except its voxels.
+
+    What a streaming reader knows from the header before (or without) holding the voxels:
+    enough to post-process and report a volume's slice scores
+    (:func:`bodyscore.assemble.assemble_result`). Fields and conventions as :class:`Volume`.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        (z, y, x) voxel counts of the canonical array.
+    spacing_mm, affine, source, z_positions_mm, source_slice_index, meta, warnings
+        As :class:`Volume`.
+    """
+
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    affine: np.ndarray
+    source: str = "<array>"
+    z_positions_mm: np.ndarray | None = None
+    source_slice_index: np.ndarray | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(s) for s in self.shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise InputError(f"{self.source}: image has an empty axis, shape {shape}")
+        _freeze_geometry(self, shape[0])
+        object.__setattr__(self, "shape", shape)
+
+    @classmethod
+    def of(cls, volume: Volume) -> VolumeGeometry:
+        """The geometry of a volume."""
+        return cls(shape=volume.shape, spacing_mm=volume.spacing_mm, affine=volume.affine,
+                   source=volume.source, z_positions_mm=volume.z_mm,
+                   source_slice_index=volume.slice_order, meta=volume.meta,
+                   warnings=volume.warnings)

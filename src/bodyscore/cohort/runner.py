@@ -23,6 +23,7 @@ from typing import Any
 from bodyscore.cohort.tags import compare_tags
 from bodyscore.errors import BodyscoreError, InputError
 from bodyscore.export.atomic import atomic_path, atomic_write_text
+from bodyscore.volume import Volume
 
 __all__ = [
     "RESULT_COLUMNS",
@@ -239,11 +240,15 @@ _MODEL_CACHE: dict[tuple[str, str], Any] = {}
 
 
 def cached_model(name: str, backend: Any) -> Any:
-    """The model ``name`` loaded once per worker process (:func:`bodyscore.model.load_model`)."""
+    """The model ``name`` loaded once per worker process (:func:`bodyscore.model.load_model`).
+
+    One network thread: a cohort runs one worker process per core, and each worker's reading
+    and preprocessing threads run beside its network.
+    """
     if (name, backend) not in _MODEL_CACHE:
         from bodyscore.model import load_model
 
-        _MODEL_CACHE[(name, backend)] = load_model(name, backend=backend)
+        _MODEL_CACHE[(name, backend)] = load_model(name, backend=backend, threads=1)
     return _MODEL_CACHE[(name, backend)]
 
 
@@ -313,17 +318,20 @@ def score_job(
     try:
         if job.error is not None:
             raise InputError(job.error)
-        from bodyscore.inference import predict
+        from bodyscore.inference import score_input
         from bodyscore.io import read_volume
 
-        volume = read_volume(job.path, series_uid=job.series_uid)
-        row["read_s"] = time.perf_counter() - start
+        volume: Any = job.path  # without a thumbnail, a NIfTI file is scored while read
+        if thumbnails:
+            volume = read_volume(job.path, series_uid=job.series_uid)
+            row["read_s"] = time.perf_counter() - start
         tick = time.perf_counter()
-        result = predict(volume, cached_model(model, backend))
+        result, volume = score_input(volume, cached_model(model, backend),
+                                     series_uid=job.series_uid)
         row["predict_s"] = time.perf_counter() - tick
         _fill_from_result(row, result, volume)
         row["result_json"] = str(write_json(result, parts / f"{job.key}.json"))
-        if thumbnails:
+        if thumbnails and isinstance(volume, Volume):
             row["thumbnail_png"] = _thumbnail(result, volume, parts / f"{job.key}.png")
     except Exception as exc:
         row.update(

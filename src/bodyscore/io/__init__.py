@@ -21,13 +21,15 @@ from bodyscore.io._common import input_kind, is_dicom_file
 from bodyscore.io.crop_writer import write_cropped
 from bodyscore.io.dicom import SeriesInfo, list_dicom_series, read_dicom_series
 from bodyscore.io.itk import read_itk
-from bodyscore.io.nifti import read_nifti, write_nifti
+from bodyscore.io.nifti import NiftiSlabs, read_nifti, write_nifti
 from bodyscore.volume import Volume
 
 __all__ = [
+    "NiftiSlabs",
     "SeriesInfo",
     "is_dicom_file",
     "list_dicom_series",
+    "open_slabs",
     "read_volume",
     "volume_from_array",
     "write_cropped",
@@ -71,6 +73,27 @@ def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) 
     if kind == "itk":
         return read_itk(path)
     return read_dicom_series(path, series_uid=series_uid)
+
+
+def open_slabs(path: str | os.PathLike[str]) -> NiftiSlabs | None:
+    """A slab-by-slab reader of ``path`` when it can be scored while read, else ``None``.
+
+    NIfTI files whose slice axis is the file's third axis stream
+    (:class:`~bodyscore.io.nifti.NiftiSlabs`); other inputs are read whole with
+    :func:`read_volume`.
+
+    Raises
+    ------
+    InputError
+        A missing path, or a NIfTI file whose header is unreadable or wrong.
+    """
+    if isinstance(path, str) and "://" in path:
+        return None
+    path = Path(path)
+    if input_kind(path) != "nifti":
+        return None
+    slabs = NiftiSlabs(path)
+    return slabs if slabs.streamable else None
 
 
 def volume_from_array(

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -27,18 +28,23 @@ from bodyscore.volume import Volume
 __all__ = [
     "AIR_HU",
     "MAX_VOXELS",
+    "IjkGeometry",
     "atomic_dir",
     "atomic_file",
     "check_voxel_count",
     "describe_os_error",
+    "fill_non_finite",
     "full_suffix",
     "guard_reader",
+    "ijk_geometry",
     "input_kind",
     "is_dicom_file",
+    "non_finite_warnings",
     "one_line",
     "replace_non_finite",
     "slice_axis_of",
     "to_hu_dtype",
+    "unexpected_error",
     "volume_from_ijk",
 ]
 
@@ -92,12 +98,17 @@ def guard_reader(
         except BodyscoreError:
             raise
         except DEPENDENCY_ERRORS as exc:
-            raise InputError(
-                f"{path}: {UNEXPECTED_MARK} ({type(exc).__name__}: {one_line(exc)[:300]}); "
-                "the file is damaged or unsupported"
-            ) from exc
+            raise unexpected_error(path, exc) from exc
 
     return reader
+
+
+def unexpected_error(path: Any, exc: BaseException) -> InputError:
+    """The safety net's one-line :class:`InputError` for a dependency's exception."""
+    return InputError(
+        f"{path}: {UNEXPECTED_MARK} ({type(exc).__name__}: {one_line(exc)[:300]}); "
+        "the file is damaged or unsupported"
+    )
 
 
 def one_line(exc: BaseException) -> str:
@@ -171,6 +182,32 @@ def to_hu_dtype(raw: np.ndarray, *, slope: float = 1.0, intercept: float = 0.0) 
     return out32
 
 
+def fill_non_finite(array: np.ndarray) -> int:
+    """Replace NaN/inf voxels of a float array by :data:`AIR_HU` in place; return their count."""
+    if not np.issubdtype(array.dtype, np.floating):
+        return 0
+    bad = ~np.isfinite(array)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        array[bad] = AIR_HU
+    return n_bad
+
+
+def non_finite_warnings(n_bad: int, n_voxels: int, source: str) -> list[str]:
+    """The warning for ``n_bad`` replaced voxels of ``n_voxels``; an error when all were.
+
+    Raises
+    ------
+    InputError
+        When every voxel was non-finite.
+    """
+    if n_bad == 0:
+        return []
+    if n_bad == n_voxels:
+        raise InputError(f"{source}: every voxel is NaN or infinite; the image holds no data")
+    return [f"{n_bad} non-finite voxels (NaN/inf) replaced by {AIR_HU} HU"]
+
+
 def replace_non_finite(array: np.ndarray, source: str) -> tuple[np.ndarray, list[str]]:
     """Replace NaN/inf voxels by :data:`AIR_HU` in place; return the array and warnings.
 
@@ -179,16 +216,114 @@ def replace_non_finite(array: np.ndarray, source: str) -> tuple[np.ndarray, list
     InputError
         When every voxel is non-finite.
     """
-    if not np.issubdtype(array.dtype, np.floating):
-        return array, []
-    bad = ~np.isfinite(array)
-    n_bad = int(np.count_nonzero(bad))
-    if n_bad == 0:
-        return array, []
-    if n_bad == array.size:
-        raise InputError(f"{source}: every voxel is NaN or infinite; the image holds no data")
-    array[bad] = AIR_HU
-    return array, [f"{n_bad} non-finite voxels (NaN/inf) replaced by {AIR_HU} HU"]
+    return array, non_finite_warnings(fill_non_finite(array), array.size, source)
+
+
+@dataclass(frozen=True)
+class IjkGeometry:
+    """Where the voxel axes (i, j, k) of a file go in the canonical (z, y, x) layout.
+
+    Attributes
+    ----------
+    ornt : numpy.ndarray, shape (3, 2)
+        nibabel orientation (target axis, flip) of each voxel axis, to the closest RAS+ layout.
+    affine : numpy.ndarray, shape (4, 4)
+        The RAS+-reoriented voxel → world matrix.
+    spacing_mm : tuple of float
+        (z, y, x) voxel size in mm (z: nominal step).
+    z_positions_mm : numpy.ndarray, shape (n,)
+        Slice positions in mm, increasing.
+    source_slice_index : numpy.ndarray, shape (n,)
+        Index in the file's slice order of each canonical slice.
+    slice_axis : int
+        The file axis (0, 1 or 2) that becomes the slice axis.
+    flipped : bool
+        True when the file's slice index grows towards the feet.
+    meta : mapping
+        The reader's meta with ``slice_axis`` added.
+    warnings : tuple of str
+        The reader's warnings plus geometry warnings (shear).
+    """
+
+    ornt: np.ndarray
+    affine: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    z_positions_mm: np.ndarray
+    source_slice_index: np.ndarray
+    slice_axis: int
+    flipped: bool
+    meta: Mapping[str, Any]
+    warnings: tuple[str, ...]
+
+
+def ijk_geometry(
+    shape_ijk: tuple[int, ...],
+    affine: np.ndarray,
+    *,
+    source: str,
+    meta: Mapping[str, Any],
+    warnings: list[str],
+    stack_positions_mm: np.ndarray | None = None,
+) -> IjkGeometry:
+    """The canonical geometry of a voxel grid of ``shape_ijk`` (no voxel data needed).
+
+    Parameters as :func:`volume_from_ijk`, which applies the result to the voxels.
+
+    Raises
+    ------
+    InputError
+        Singular, non-finite or degenerate voxel-to-world matrix.
+    """
+    import nibabel as nib
+
+    affine = np.asarray(affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InputError(
+            f"{source}: the voxel-to-world matrix is singular or not finite (zero or NaN "
+            "spacing/direction); fix the header"
+        )
+    shear = shear_deg(affine)
+    if shear > SHEAR_TOLERANCE_DEG and meta.get("format") != "dicom":  # DICOM reports its tilt
+        warnings = [
+            *warnings,
+            f"voxel axes are not orthogonal (sheared by {shear:.1f}°); read as the closest "
+            "orthogonal grid without resampling",
+        ]
+    ornt = nib.orientations.io_orientation(affine)
+    if np.isnan(ornt).any():
+        raise InputError(
+            f"{source}: the voxel-to-world matrix is degenerate (two voxel axes point the same "
+            "way); fix the header"
+        )
+    axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    flipped = bool(ornt[axis, 1] < 0)
+    n_in = int(shape_ijk[axis])
+    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape_ijk)
+
+    col = new_affine[:3, :3]
+    spacing_xyz = np.sqrt((col**2).sum(axis=0))
+    k_unit = new_affine[:3, 2] / spacing_xyz[2]
+    if stack_positions_mm is not None and axis == 2 and len(stack_positions_mm) == n_in:
+        positions = np.asarray(stack_positions_mm, dtype=np.float64)
+        z = -positions[::-1] if flipped else positions
+        spacing_z = float(np.median(np.diff(z))) if n_in > 1 else float(spacing_xyz[2])
+    else:
+        z = float(new_affine[:3, 3] @ k_unit) + np.arange(n_in) * spacing_xyz[2]
+        spacing_z = float(spacing_xyz[2])
+    order = np.arange(n_in, dtype=np.int64)
+    if flipped:
+        order = order[::-1].copy()
+    return IjkGeometry(
+        ornt=ornt,
+        affine=new_affine,
+        spacing_mm=(spacing_z, float(spacing_xyz[1]), float(spacing_xyz[0])),
+        z_positions_mm=z,
+        source_slice_index=order,
+        slice_axis=axis,
+        flipped=flipped,
+        meta={**meta, "slice_axis": axis},
+        warnings=tuple(warnings),
+    )
 
 
 def volume_from_ijk(
@@ -221,7 +356,7 @@ def volume_from_ijk(
         positions are the projections of the affine's slice column.
     hu : (slope, intercept) or None
         Rescale applied by :func:`to_hu_dtype`; ``None`` when ``data_ijk`` already holds HU in
-        its final dtype.
+        its final dtype (then a C-contiguous canonical array is used without a copy).
 
     Returns
     -------
@@ -230,61 +365,23 @@ def volume_from_ijk(
     """
     import nibabel as nib
 
-    affine = np.asarray(affine, dtype=np.float64)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        raise InputError(
-            f"{source}: the voxel-to-world matrix is singular or not finite (zero or NaN "
-            "spacing/direction); fix the header"
-        )
-    shear = shear_deg(affine)
-    if shear > SHEAR_TOLERANCE_DEG and meta.get("format") != "dicom":  # DICOM reports its tilt
-        warnings = [
-            *warnings,
-            f"voxel axes are not orthogonal (sheared by {shear:.1f}°); read as the closest "
-            "orthogonal grid without resampling",
-        ]
-    ornt = nib.orientations.io_orientation(affine)
-    if np.isnan(ornt).any():
-        raise InputError(
-            f"{source}: the voxel-to-world matrix is degenerate (two voxel axes point the same "
-            "way); fix the header"
-        )
-    axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
-    flipped = bool(ornt[axis, 1] < 0)
-    n_in = int(data_ijk.shape[axis])
-    reoriented = nib.orientations.apply_orientation(data_ijk, ornt)
-    new_affine = affine @ nib.orientations.inv_ornt_aff(ornt, data_ijk.shape)
-    zyx = reoriented.transpose(2, 1, 0)
+    geometry = ijk_geometry(data_ijk.shape, affine, source=source, meta=meta, warnings=warnings,
+                            stack_positions_mm=stack_positions_mm)
+    zyx = nib.orientations.apply_orientation(data_ijk, geometry.ornt).transpose(2, 1, 0)
     if hu is None:
         array = np.ascontiguousarray(zyx)
     else:
         array = to_hu_dtype(zyx, slope=hu[0], intercept=hu[1])
     array, extra = replace_non_finite(array, source)
-    warnings = [*warnings, *extra]
-
-    col = new_affine[:3, :3]
-    spacing_xyz = np.sqrt((col**2).sum(axis=0))
-    k_unit = new_affine[:3, 2] / spacing_xyz[2]
-    if stack_positions_mm is not None and axis == 2 and len(stack_positions_mm) == n_in:
-        positions = np.asarray(stack_positions_mm, dtype=np.float64)
-        z = -positions[::-1] if flipped else positions
-        spacing_z = float(np.median(np.diff(z))) if n_in > 1 else float(spacing_xyz[2])
-    else:
-        z = float(new_affine[:3, 3] @ k_unit) + np.arange(n_in) * spacing_xyz[2]
-        spacing_z = float(spacing_xyz[2])
-    order = np.arange(n_in, dtype=np.int64)
-    if flipped:
-        order = order[::-1].copy()
-    full_meta = {**meta, "slice_axis": axis}
     volume = Volume(
         array=array,
-        spacing_mm=(spacing_z, float(spacing_xyz[1]), float(spacing_xyz[0])),
-        affine=new_affine,
+        spacing_mm=geometry.spacing_mm,
+        affine=geometry.affine,
         source=source,
-        z_positions_mm=z,
-        source_slice_index=order,
-        meta=full_meta,
-        warnings=tuple(warnings),
+        z_positions_mm=geometry.z_positions_mm,
+        source_slice_index=geometry.source_slice_index,
+        meta=geometry.meta,
+        warnings=(*geometry.warnings, *extra),
     )
     return volume.canonical()
 

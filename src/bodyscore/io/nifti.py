@@ -12,32 +12,42 @@ decides, NaN voxels are replaced, and 4-D / huge / truncated files give one-line
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bodyscore.errors import InputError
+from bodyscore.errors import BodyscoreError, InputError
 from bodyscore.io._common import (
+    DEPENDENCY_ERRORS,
     NIFTI_SUFFIXES,
     atomic_file,
     check_voxel_count,
     file_meta,
+    fill_non_finite,
     guard_reader,
+    ijk_geometry,
+    non_finite_warnings,
     one_line,
+    to_hu_dtype,
+    unexpected_error,
     volume_from_ijk,
 )
-from bodyscore.volume import Volume
+from bodyscore.io._inflate import GzipStream
+from bodyscore.volume import Volume, VolumeGeometry
 
-__all__ = ["NIFTI_SUFFIXES", "read_nifti", "write_nifti"]
+__all__ = ["NIFTI_SUFFIXES", "NiftiSlabs", "read_nifti", "write_nifti"]
 
 logger = logging.getLogger(__name__)
 
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1
-_GZIP_BLOCK = 2**20
+_GZIP_SLACK = 2**20  # inflated bytes accepted after the image data (padding, odd writers)
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
@@ -87,54 +97,6 @@ def _check_readable(path: Path) -> None:
         pass  # nib.load reports it
 
 
-def _gunzip_verified(path: Path, *, expected_bytes: int) -> bytearray:
-    """Decompress a ``.nii.gz`` file in one pass, checking its CRC-32 and length trailer.
-
-    nibabel stops reading after the image data, so a corrupt trailer (or data that inflates
-    without error but is wrong) would pass unnoticed; decompressing once here both checks the
-    whole stream and feeds nibabel (no second pass). Output is capped at ``expected_bytes``
-    (+1 MiB for extensions): a stream inflating to more than its header declares is refused
-    before it can take gigabytes.
-    """
-    limit = expected_bytes + _GZIP_BLOCK
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    buffer = bytearray()
-    try:
-        with path.open("rb") as fobj:
-            while chunk := fobj.read(_GZIP_BLOCK):
-                data = chunk
-                while data and not inflater.eof:
-                    buffer += inflater.decompress(data, limit + 1 - len(buffer))
-                    if len(buffer) > limit:
-                        raise InputError(
-                            f"{path}: the gzip stream holds more data than the header declares "
-                            f"({expected_bytes} bytes); the file is damaged"
-                        )
-                    data = inflater.unconsumed_tail
-                if inflater.eof:
-                    break
-    except (OSError, zlib.error) as exc:
-        raise InputError(
-            f"{path}: the gzip stream is corrupt ({one_line(exc)}); the file is damaged, "
-            "download or export it again"
-        ) from exc
-    if not inflater.eof:
-        raise InputError(
-            f"{path}: the gzip stream ends early; the file is truncated or damaged, "
-            "download or export it again"
-        )
-    return buffer
-
-
-def _from_verified_gzip(img: Any, path: Path, expected_bytes: int) -> Any:
-    """The same image, re-read from the one-pass, CRC-checked decompression of its file."""
-    buffer = _gunzip_verified(path, expected_bytes=expected_bytes)
-    try:
-        return type(img).from_bytes(buffer)
-    except _load_errors() as exc:
-        raise InputError(f"{path}: the file is truncated or damaged ({one_line(exc)})") from exc
-
-
 def _spatial_shape(shape: tuple[int, ...], source: str) -> tuple[tuple[int, int, int], list[str]]:
     """Return the 3-D shape to use and warnings (2-D → one slice; trailing singletons dropped)."""
     if len(shape) < 2:
@@ -150,30 +112,43 @@ def _spatial_shape(shape: tuple[int, ...], source: str) -> tuple[tuple[int, int,
     return (shape[0], shape[1], shape[2]), []
 
 
-@guard_reader
-def read_nifti(path: str | os.PathLike[str]) -> Volume:
-    """Read a NIfTI-1/2 file as a canonical CT volume.
+@dataclass(frozen=True)
+class _Layout:
+    """What the header of a NIfTI file says about its voxel data (validated)."""
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        ``.nii`` or ``.nii.gz`` file holding HU (after ``scl_slope``/``scl_inter``).
+    path: Path
+    file_shape: tuple[int, ...]
+    shape3: tuple[int, int, int]  # (i, j, k)
+    dtype: np.dtype[Any]
+    offset: int
+    slope: float
+    inter: float
+    affine: np.ndarray
+    meta: dict[str, Any]
+    warnings: list[str]
 
-    Returns
-    -------
-    Volume
-        array (z, y, x) int16 when the stored data and scaling are integral, else float32;
-        slice 0 most inferior; ``meta['slice_axis']`` is the file axis used as slice axis.
+    @property
+    def data_bytes(self) -> int:
+        """Bytes of the header, extensions and image data."""
+        return self.offset + int(np.prod(self.shape3, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def hu_ready(self) -> bool:
+        """True when the stored voxels are already HU in int16 (native, no scaling)."""
+        return self.dtype == np.dtype(np.int16) and (self.slope, self.inter) == (1.0, 0.0)
+
+
+def _inspect(path: Path) -> _Layout:
+    """Read and check the header (not the voxels) of a NIfTI file.
 
     Raises
     ------
     InputError
-        Missing, truncated or non-image file; 4-D data; zero/NaN spacing; all voxels NaN;
-        more than 2**31 voxels.
+        Missing, unreadable or non-NIfTI file; 4-D data; non-scalar voxels; header sizes that
+        the file cannot hold; zero/NaN spacing; more than 2**31 voxels.
     """
     import nibabel as nib
 
-    path = Path(path)
     source = str(path)
     errors = _load_errors()
     _check_readable(path)
@@ -215,22 +190,203 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
             f"{source}: voxel spacing (pixdim) {tuple(float(p) for p in spatial_pixdim)} has "
             "zero or NaN values; fix the header"
         )
-    if path.name.lower().endswith(".gz"):
-        img = _from_verified_gzip(img, path, int(header.get_data_offset()) + n_vox * dtype.itemsize)
-    proxy: Any = img.dataobj
-    try:
-        raw = np.asanyarray(proxy.get_unscaled()).reshape(shape3)
-    except errors as exc:
-        raise InputError(
-            f"{source}: cannot read the voxel data ({one_line(exc)}); the file is damaged"
-        ) from exc
-    slope = float(proxy.slope)
-    inter = float(proxy.inter)
+    proxy: Any = img.dataobj  # its offset is where nibabel reads (vox_offset 0 → 352)
     meta = file_meta("nifti", source, stored_dtype=dtype, file_shape=shape)
     meta["description"] = header["descrip"].tobytes().decode("latin-1").strip("\0 ") or None
-    return volume_from_ijk(
-        raw, img.affine, source=source, meta=meta, warnings=warnings, hu=(slope, inter)
+    return _Layout(
+        path=path, file_shape=shape, shape3=shape3, dtype=dtype, offset=int(proxy.offset),
+        slope=float(proxy.slope), inter=float(proxy.inter),
+        affine=np.asarray(img.affine, dtype=np.float64), meta=meta, warnings=warnings,
     )
+
+
+class _PlainStream:
+    """The voxel bytes of an uncompressed ``.nii`` (same interface as :class:`GzipStream`)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file = path.open("rb")
+
+    def __enter__(self) -> _PlainStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def skip(self, n_bytes: int) -> None:
+        self._file.seek(n_bytes, os.SEEK_CUR)
+
+    def readinto(self, buffer: np.ndarray) -> None:
+        view = buffer.reshape(-1).view(np.uint8)
+        if self._file.readinto(view.data) != view.size:
+            raise InputError(f"{self._path}: cannot read the voxel data (the file ends inside "
+                             "the image data); the file is damaged or truncated")
+
+    def finish(self) -> None:
+        """Nothing to check after the data of an uncompressed file."""
+
+
+@contextlib.contextmanager
+def _voxel_stream(layout: _Layout) -> Iterator[_PlainStream | GzipStream]:
+    """The file's voxel bytes from the first one on (inflated as they are read for ``.gz``)."""
+    path = layout.path
+    try:
+        stream: _PlainStream | GzipStream = (
+            GzipStream(path, limit_bytes=layout.data_bytes + _GZIP_SLACK,
+                       expected_bytes=layout.data_bytes)
+            if path.name.lower().endswith(".gz")
+            else _PlainStream(path)
+        )
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the voxel data ({one_line(exc)})") from exc
+    with stream:
+        stream.skip(layout.offset)
+        yield stream
+
+
+@guard_reader
+def read_nifti(path: str | os.PathLike[str]) -> Volume:
+    """Read a NIfTI-1/2 file as a canonical CT volume.
+
+    The voxel bytes are inflated straight into the array (ISA-L when python-isal is installed,
+    else zlib), the whole gzip stream is read so that its CRC-32 and length are checked, and a
+    file stored as int16 HU in RAS order is used without any copy.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.nii`` or ``.nii.gz`` file holding HU (after ``scl_slope``/``scl_inter``).
+
+    Returns
+    -------
+    Volume
+        array (z, y, x) int16 when the stored data and scaling are integral, else float32;
+        slice 0 most inferior; ``meta['slice_axis']`` is the file axis used as slice axis.
+
+    Raises
+    ------
+    InputError
+        Missing, truncated or non-image file; 4-D data; zero/NaN spacing; all voxels NaN;
+        more than 2**31 voxels.
+    """
+    layout = _inspect(Path(path))
+    raw = np.empty(layout.shape3[::-1], dtype=layout.dtype)  # (k, j, i): the file's byte order
+    with _voxel_stream(layout) as stream:
+        stream.readinto(raw)
+        stream.finish()
+    return volume_from_ijk(
+        raw.transpose(2, 1, 0), layout.affine, source=str(layout.path), meta=layout.meta,
+        warnings=layout.warnings, hu=None if layout.hu_ready else (layout.slope, layout.inter),
+    )
+
+
+class NiftiSlabs:
+    """A NIfTI file read as canonical slabs of axial slices, inflated while it is read.
+
+    For scoring without holding the volume: header and geometry are known at once
+    (:attr:`geometry`), the voxels come slab by slab from :meth:`slabs` and are never all in
+    memory together. Works for files whose slice axis is the file's third axis (``k``), as
+    nearly every CT NIfTI; :attr:`streamable` says whether this file is one of them (else read
+    it with :func:`read_nifti`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.nii`` or ``.nii.gz`` file.
+
+    Raises
+    ------
+    InputError
+        As :func:`read_nifti`, for problems of the header.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._layout = _guarded_inspect(path)
+        layout = self._layout
+        self._ijk = ijk_geometry(layout.shape3, layout.affine, source=str(layout.path),
+                                 meta=layout.meta, warnings=layout.warnings)
+        self._n_bad = 0
+
+    @property
+    def streamable(self) -> bool:
+        """True when slabs of the file's ``k`` axis are slabs of canonical slices."""
+        return self._ijk.slice_axis == 2 and bool(self._ijk.affine[2, 2] >= 0)
+
+    @property
+    def geometry(self) -> VolumeGeometry:
+        """Geometry of the canonical volume; after :meth:`slabs`, with the reading warnings.
+
+        Raises
+        ------
+        InputError
+            After :meth:`slabs`: every voxel was NaN or infinite.
+        """
+        ijk, (i, j, k) = self._ijk, self._layout.shape3
+        n_voxels = i * j * k
+        warnings = non_finite_warnings(self._n_bad, n_voxels, str(self._layout.path))
+        xyz = [0, 0, 0]
+        for axis, size in enumerate((i, j, k)):
+            xyz[int(ijk.ornt[axis, 0])] = size
+        shape = (xyz[2], xyz[1], xyz[0])
+        return VolumeGeometry(
+            shape=shape, spacing_mm=ijk.spacing_mm, affine=ijk.affine,
+            source=str(self._layout.path), z_positions_mm=ijk.z_positions_mm,
+            source_slice_index=ijk.source_slice_index, meta=ijk.meta,
+            warnings=(*ijk.warnings, *warnings),
+        )
+
+    def slabs(self, n_slices: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Canonical slabs of at most ``n_slices`` slices, in file order.
+
+        Yields
+        ------
+        indices : numpy.ndarray, shape (m,), int64
+            Canonical slice indices of the slab (increasing).
+        slab : numpy.ndarray, shape (m, y, x)
+            HU, int16 when stored and scaled integrally within int16, else float32 (NaN/inf
+            replaced by -1024); the values :func:`read_nifti` gives for these slices.
+
+        Raises
+        ------
+        InputError
+            Truncated or corrupt data, wrong CRC-32 (at the end); not :attr:`streamable`.
+        """
+        import nibabel as nib
+
+        layout, ijk = self._layout, self._ijk
+        if not self.streamable:
+            raise InputError(f"{layout.path}: slice axis is not the file's third axis; "
+                             "read it whole with read_nifti")
+        i, j, k = layout.shape3
+        self._n_bad = 0
+        with _voxel_stream(layout) as stream:
+            for k0 in range(0, k, max(1, n_slices)):
+                k1 = min(k, k0 + n_slices)
+                raw = np.empty((k1 - k0, j, i), dtype=layout.dtype)
+                try:
+                    stream.readinto(raw)
+                    zyx = nib.orientations.apply_orientation(raw.transpose(2, 1, 0), ijk.ornt)
+                    slab = self._to_hu(zyx.transpose(2, 1, 0))
+                except BodyscoreError:
+                    raise
+                except DEPENDENCY_ERRORS as exc:
+                    raise unexpected_error(layout.path, exc) from exc
+                first = k - k1 if ijk.flipped else k0
+                yield np.arange(first, first + k1 - k0, dtype=np.int64), slab
+            stream.finish()
+
+    def _to_hu(self, zyx: np.ndarray) -> np.ndarray:
+        layout = self._layout
+        if layout.hu_ready:
+            return np.ascontiguousarray(zyx)
+        slab = to_hu_dtype(zyx, slope=layout.slope, intercept=layout.inter)
+        self._n_bad += fill_non_finite(slab)
+        return slab
+
+
+@guard_reader
+def _guarded_inspect(path: str | os.PathLike[str]) -> _Layout:
+    return _inspect(Path(path))
 
 
 def write_nifti(volume: Volume, path: str | os.PathLike[str]) -> Path:
