@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="config naming the unlabelled volumes, weak labels and contours")
     parser.add_argument("--skip-trained", type=Path, default=None, metavar="MANIFEST",
                         help="training manifest.json whose volumes are left out")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.skip_trained is not None:
         manifest = json.loads(args.skip_trained.read_text(encoding="utf-8"))
         skip = {v["volume_id"] for v in manifest["volumes"]}
-    model = load_model(args.model)
+    model = load_model(args.model, threads=args.threads)
     real = evaluate(model, args.config, skip)
     data = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": cv.git_commit(),
             "model": model.info, "command": " ".join(["unseen_real.py", *(argv or sys.argv[1:])]),
