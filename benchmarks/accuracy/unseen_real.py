@@ -53,8 +53,8 @@ def evaluate(model: Any, config_path: Path, skip: set[str]) -> dict[str, Any]:
             path, model, positions=boundaries.get(vid),
             regions=[(r.k_first, r.k_last, r.label) for r in (labels.regions if labels else ())])
     regions = cv.volume_regions(config, weak)
-    return cv.aggregate_real({0: {"evaluation": {"volumes": {}, "unlabelled": checks}}},
-                             regions) | {"volumes": checks}
+    fold = {"evaluation": {"volumes": {}, "landmarks": {}, "unlabelled": checks}}
+    return cv.aggregate_real({0: fold}, regions) | {"volumes": checks}
 
 
 def main(argv: list[str] | None = None) -> int:
