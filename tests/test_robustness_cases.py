@@ -102,22 +102,25 @@ TRUNK_TAG_PARTS = frozenset(TAG_LANDMARKS)
 CONFIDENT = frozenset({"medium", "high"})
 
 
-#: Known failures of the bundled default model (2026.11.4), measured 2026-11-24 with
-#: ``benchmarks/accuracy/evaluate_model.py``: (check, input) → what was measured. They are
-#: strict xfails, so a model that fixes one turns the test red until the entry is removed.
-#: 2026.11.3 (now the bundled ``real-only`` model) had none; these five are what training with
-#: 8 synthetic volumes cost on the real training volumes (README, "The cost of the synthetic
-#: volumes").
+#: Known failures of the bundled default model (2026.12.1), measured 2026-12-04 with this test
+#: and ``benchmarks/accuracy/evaluate_model.py``: (check, input) → what was measured. They are
+#: strict xfails, so a model that fixes one turns the test red until the entry is removed. The
+#: five failures of 2026.11.4 (vhf_head C4, four region floors) pass with 2026.12.1; the
+#: original gantry-tilted GE stack (28 sheared slices of 4.2 mm, 0.49 mm pixels) and the lower
+#: legs are what it still gets wrong (its tilt-corrected NIfTI twin passes every check).
+_GE_DICOM = "dicom/ge_head_tilt18.5_varspacing"
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("landmarks", "vhf_head.nii.gz"): "C4 8.8 score units off (tolerance 8)",
-    ("regions", "sts003_extremity_crop.nii.gz"):
-        "71 % of its 51 slices in the annotated region (floor 80 %)",
-    ("regions", "openkbp_test291_hn.nii.gz"):
-        "79 % of its 118 slices in the annotated region (floor 80 %)",
-    ("regions", "openkbp_train126_hn.nii.gz"):
-        "80 % (0.797) of its 128 slices in the annotated region (floor 80 %)",
-    ("regions", "unc_cthead_cadaver_head.nii.gz"):
-        "78 % of its 111 slices in the annotated region (floor 80 %)",
+    ("increasing", _GE_DICOM): "slope -0.32 score/mm: the scores reach 100 and fall again "
+                               "over the vertex",
+    ("z_spacing", _GE_DICOM): "slope ratio 2.89 (negative slope)",
+    ("tag", _GE_DICOM): "HEAD-NECK-CHEST (its scores run downwards)",
+    ("reversed", _GE_DICOM): "reversed copy not flagged (slope +0.42)",
+    ("flipped", _GE_DICOM): "consistently flipped copy flagged (slope -0.32 as given)",
+    ("regions", "sts002_extremity_crop.nii.gz"):
+        "77 % of its 48 slices in the annotated region (floor 80 %)",
+    ("regions", "vhf_knee_leg.nii.gz"):
+        "55 % of its 350 slices in the annotated region (floor 80 %): lower-leg slices score "
+        "just above 0",
 }
 
 
@@ -245,6 +248,8 @@ def test_body_part_tag_names_the_covered_region(key: str, scored, expected_tags)
     assert result.body_part_examined_tag in expected_tags[_volume_id(key)]
 
 
+@pytest.mark.xfail(strict=True, reason="2026.12.1 tags vhf_knee_leg PELVIS (median score "
+                   "-5.8, but its top slices reach the pelvis range; measured 2026-12-04)")
 def test_legs_only_volume_gets_no_trunk_tag(scored) -> None:  # type: ignore[no-untyped-def]
     """Lower legs lie below the 0-100 scale: no pelvis/abdomen/chest/neck/head in the tag
     (``"NONE"`` or a legs-only tag); bpreg's dictionary puts such slices under "legs"."""

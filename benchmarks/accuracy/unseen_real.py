@@ -7,9 +7,11 @@ region and slice thickness, the independence figure at the OpenKBP contour bound
 table 5.10), the z-spacing replay (sec. 5.2.3) and the leg slices below 0 — with the same code
 (``real_checks.py``, ``cross_validate.aggregate_real``)::
 
-    python benchmarks/accuracy/unseen_real.py --model real-only -o benchmarks/accuracy/real-only
+    python benchmarks/accuracy/unseen_real.py --model synthetic -o benchmarks/accuracy/synthetic
 
-writes ``unseen-real.json`` and ``unseen-real.md``. ``--skip-trained MANIFEST`` leaves out the
+writes ``unseen-real.json`` and ``unseen-real.md``. ``benchmarks/accuracy/real-only/`` was
+written with ``--model real-only`` before that model was retired (its package is in the git
+history before 2026.12.1; pass its folder as ``--model``). ``--skip-trained MANIFEST`` leaves out the
 volumes a training manifest lists (for a model that trained on some of them).
 """
 

@@ -194,8 +194,8 @@ def _data_text(n_real: int, real_slices: int, n_synth: int, *, share: float,
                  "cross-validation below (40 of them, in 2026.11.1, about tripled the error).")
     else:
         text += (". No synthetic CT: on one fold every amount of `bodyscore.synth` volumes "
-                 "tried made the held-out real-CT error worse (Ablations), and the model that "
-                 "trains with them is the default one.")
+                 "tried made the held-out real-CT error worse (earlier ablation rounds); the "
+                 "bundled model that trains with them is `--model synthetic` (2026.11.4).")
     return textwrap.fill(text + " No validation split: every real volume trains; the honest "
                          "estimate is the cross-validation.", width=96,
                          subsequent_indent="  ")
@@ -204,11 +204,15 @@ def _data_text(n_real: int, real_slices: int, n_synth: int, *, share: float,
 def _sampling_text(training: dict[str, Any], unlabelled: list[dict[str, Any]]) -> str:
     """The card's sampling bullet: per volume, or region-balanced, and the extra terms."""
     text = ("- Sampling: m = 4 equidistant slices per volume, Δh ~ U[5, 100] mm (sec. 4.1.3); "
-            "batch 8 volumes")
+            f"batch {training.get('batch_size', 8)} volumes")
+    share = training.get("unlabelled_share")
+    if share is not None:
+        text += (f"; each epoch is every annotated volume once plus unlabelled draws making up "
+                 f"{100 * share:.0f} % of it, so the annotated volumes keep their weight")
     if training.get("region_balanced"):
         shares = training.get("region_shares") or {}
-        text += ("; each epoch drawn by body region (legs, pelvis, abdomen, chest, "
-                 "shoulder-neck, head), "
+        text += ("; " + ("the unlabelled draws" if share is not None else "each epoch")
+                 + " drawn by body region (legs, pelvis, abdomen, chest, shoulder-neck, head), "
                  + ("equal shares" if not shares else f"shares {shares}")
                  + f", so the {sum(v['volume_id'].startswith('openkbp_') for v in unlabelled)} "
                  "head-and-neck volumes weigh as much as the few leg volumes")
@@ -388,8 +392,7 @@ before relying on it. For production use, compare with bpreg's public model
 - Augmentations: table 4.4 / bpreg's published `transform_params` (noise, blur, shift-scale-rotate,
   flip, transpose, contrast, brightness, frame), one draw per volume sample.
 - Optimiser: Adam, lr 1e-3 → 3e-4 (step 1150) → 1e-4 (step 1700); {training}
-  (one torch thread, sharing the 2 cores with cross-validation runs; 2026.11.2's 2,000 steps
-  took 19 min on the idle CPU).
+  (one torch thread, sharing the 2 cores with cross-validation runs).
 - Reproduce: `bodyscore train configs/{name}.yaml -o runs/{name}` (the run writes
   `runs/{name}/model`; its log is `training-log.csv` in this folder, its config
   `training-config.yaml`).

@@ -193,15 +193,17 @@ def test_registry_entries_and_name_resolution(tmp_path, monkeypatch):
     assert public.licence == "CC BY-SA 4.0"
     assert "Schuhegger" in public.attribution
     assert names["default"].url is None
-    assert names["real-only"].url is None
+    assert names["synthetic"].url is None
+    with pytest.raises(ModelError, match=r"real-only: model 2026\.11\.3 was retired"):
+        load_model("real-only")
     with pytest.raises(ModelError, match="not a model folder nor a known model name"):
         load_model(str(tmp_path / "nothing"))
     monkeypatch.setattr(registry.resources, "files", lambda _: tmp_path)
     assert not names["default"].is_available()
     with pytest.raises(ModelError, match="bundled model 'default' is not installed"):
         load_model("default")
-    with pytest.raises(ModelError, match="bundled model 'real-only' is not installed"):
-        load_model("real-only")
+    with pytest.raises(ModelError, match="bundled model 'synthetic' is not installed"):
+        load_model("synthetic")
 
 
 def test_known_name_downloads_through_fetch(server, tmp_path, monkeypatch):

@@ -1,12 +1,17 @@
 """Known models, where they come from, and :func:`load_model`.
 
-* ``"default"`` — the package shipped inside bodyscore (``bodyscore/models/default/``),
-  trained on the project's real CT and synthetic CT.
-* ``"real-only"`` — also shipped (``bodyscore/models/real-only/``): the same recipe without
-  synthetic CT (model 2026.11.3); lower cross-validated error on real CT, but it puts synthetic
-  CT of :mod:`bodyscore.synth` partly in the wrong order. See the README's model section.
+* ``"default"`` — the package shipped inside bodyscore (``bodyscore/models/default/``), model
+  2026.12.1, trained self-supervised on every real CT of the project (20 annotated, 271
+  unlabelled volumes). The best bundled model on real CT it has not seen (README, "Accuracy on
+  real CT").
+* ``"synthetic"`` — also shipped (``bodyscore/models/synthetic/``): model 2026.11.4, the
+  default until 2026.11, trained on the 20 annotated volumes and 8 synthetic ones; kept only for
+  synthetic CT of :mod:`bodyscore.synth`, which it scores in order and the default does not.
 * ``"bpreg-public"`` — bpreg's public model (Schuhegger 2021, zenodo record 5113483,
   CC BY-SA 4.0), downloaded on first use into the user cache folder.
+
+Retired names (:data:`RETIRED_MODELS`, e.g. ``"real-only"``) give an error that says why and
+how to train the model again.
 
 Downloads happen only when a model is asked for, never at import. A model whose sha256 is not
 known in advance (the zenodo file is not pinned) is checked for structure, and the sha256 of its
@@ -37,7 +42,8 @@ __all__ = [
     "BPREG_PUBLIC",
     "DEFAULT",
     "KNOWN_MODELS",
-    "REAL_ONLY",
+    "RETIRED_MODELS",
+    "SYNTHETIC",
     "ModelEntry",
     "fetch_model",
     "list_models",
@@ -90,16 +96,24 @@ class ModelEntry:
 
 DEFAULT = ModelEntry(
     name="default",
-    description="bodyscore's bundled model, real + synthetic CT (installed with the package)",
+    description="bodyscore's bundled model 2026.12.1, 291 real CTs (the best on real CT; "
+                "installed with the package)",
     licence="CC BY-SA 4.0",
 )
 
-REAL_ONLY = ModelEntry(
-    name="real-only",
-    description="bodyscore's bundled model trained on real CT only (better on real CT, "
-                "not on synthetic CT)",
+SYNTHETIC = ModelEntry(
+    name="synthetic",
+    description="bodyscore's bundled model 2026.11.4, 20 real + 8 synthetic CTs: only for "
+                "synthetic CT of bodyscore.synth (worse on real CT)",
     licence="CC BY-SA 4.0",
 )
+
+#: Names of models no longer shipped → why, and how to get them back.
+RETIRED_MODELS: dict[str, str] = {
+    "real-only": "model 2026.11.3 was retired in 2026.12.1: the default model is better on "
+                 "every kind of real CT measured (benchmarks/accuracy/cv/comparison.md); "
+                 "`bodyscore train configs/real-only.yaml` trains its recipe again",
+}
 
 BPREG_PUBLIC = ModelEntry(
     name="bpreg-public",
@@ -114,7 +128,7 @@ BPREG_PUBLIC = ModelEntry(
     ),
 )
 
-KNOWN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (DEFAULT, REAL_ONLY, BPREG_PUBLIC)}
+KNOWN_MODELS: dict[str, ModelEntry] = {e.name: e for e in (DEFAULT, SYNTHETIC, BPREG_PUBLIC)}
 
 
 def list_models() -> list[ModelEntry]:
@@ -249,6 +263,8 @@ def resolve_model_folder(
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
+    if isinstance(name_or_path, str) and name_or_path in RETIRED_MODELS:
+        raise ModelError(f"{name_or_path}: {RETIRED_MODELS[name_or_path]}")
     known = ", ".join(sorted(KNOWN_MODELS))
     raise ModelError(
         f"{name_or_path}: not a model folder nor a known model name ({known}); "
