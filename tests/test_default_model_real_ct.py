@@ -51,7 +51,7 @@ def test_real_ct_scores_increase_and_reversed_copy_is_flagged(
         path: Path, default_model) -> None:  # type: ignore[no-untyped-def]
     volume = read_volume(path)
     if volume.z_extent_mm < MIN_EXTENT_MM:
-        pytest.skip(f"{volume.z_extent_mm:.0f} mm < {MIN_EXTENT_MM:.0f} mm")
+        pytest.skip(f"{volume.z_extent_mm:.1f} mm < {MIN_EXTENT_MM:.0f} mm")
     result = bodyscore.predict(volume, default_model)
     assert result.observed_slope is not None
     assert result.observed_slope > 0, f"slope {result.observed_slope:.4f} score/mm"
