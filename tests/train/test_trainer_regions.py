@@ -19,7 +19,8 @@ from bodyscore.train.data import (
     cache_volume,
     write_manifest,
 )
-from bodyscore.train.trainer import sampling_region, train
+from bodyscore.train.signals import sampling_region
+from bodyscore.train.trainer import train
 
 TINY_MODEL = {"base_model": "light", "backbone": {"widths": [4, 8, 8, 8, 8],
                                                   "convs_per_stage": 1}}

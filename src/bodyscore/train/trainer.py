@@ -32,7 +32,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import logging
 import math
 import os
@@ -55,7 +54,6 @@ from bodyscore.train.config import TrainConfig, load_train_config
 from bodyscore.train.correspondence import sample_correspondence_batch
 from bodyscore.train.data import (
     Manifest,
-    VolumeEntry,
     VolumeSampleDataset,
     is_synthetic,
     load_manifest,
@@ -70,12 +68,8 @@ from bodyscore.train.sampling import (
     steps_per_epoch,
     synthetic_draw_count,
 )
-from bodyscore.train.sources import (
-    CreditTable,
-    dominant_region,
-    match_rule,
-    read_data_manifests,
-)
+from bodyscore.train.signals import sampling_region, training_boundaries, with_lung_anchors
+from bodyscore.train.sources import CreditTable, read_data_manifests
 
 if TYPE_CHECKING:
     import torch
@@ -390,76 +384,6 @@ def _epoch_length(synthetic: np.ndarray, share: float | None) -> int:
     return n_real + synthetic_draw_count(n_real, int(np.count_nonzero(synthetic)), share)
 
 
-def sampling_region(entry: VolumeEntry, rules: Mapping[str, str]) -> str:
-    """Body region of a training volume for the region-balanced sampling: the config's rule
-    (``volume_regions``), else its dominant coarse region label, else ``"synthetic"`` or
-    ``"unlabelled"``."""
-    if is_synthetic(entry.volume_id):
-        return "synthetic"
-    return (match_rule(rules, entry.volume_id) or dominant_region(entry.regions)
-            or "unlabelled")
-
-
-LUNG_ANCHOR_CACHE = "lung-anchors.json"
-
-
-def with_lung_anchors(entries: Sequence[VolumeEntry], cache_dir: Path,
-                      preprocessing: Mapping[str, Any]) -> tuple[VolumeEntry, ...]:
-    """The entries with ``lung_start`` / ``lung_end`` found from HU added where a volume does
-    not annotate them and the image makes them unambiguous
-    (:func:`bodyscore.train.auto_anchors.lung_anchors_from_cache`). Only the training
-    dataset gets them: the calibration keeps to the annotated landmarks. Detections are
-    stored in ``cache_dir/lung-anchors.json`` (keyed by the cached file's source size,
-    mtime and slice count), so folds sharing a cache detect once."""
-    from bodyscore.train.auto_anchors import lung_anchors_from_cache
-
-    config = PreprocessingConfig.from_dict(dict(preprocessing))
-    store_path = cache_dir / LUNG_ANCHOR_CACHE
-    try:
-        store = json.loads(store_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        store = {}
-    out, added, changed = [], 0, False
-    for entry in entries:
-        if is_synthetic(entry.volume_id) or {"lung_start", "lung_end"} <= set(entry.landmarks):
-            out.append(entry)
-            continue
-        key = f"{entry.source_bytes}:{entry.source_mtime_ns}:{entry.n_slices}"
-        known = store.get(entry.volume_id)
-        if not (isinstance(known, dict) and known.get("key") == key):
-            found = lung_anchors_from_cache(
-                np.load(cache_dir / entry.file, mmap_mode="r"), preprocessing=config,
-                z_spacing_mm=entry.z_spacing_mm)
-            known = store[entry.volume_id] = {"key": key, "anchors": found}
-            changed = True
-        new = {k: float(v) for k, v in known["anchors"].items() if k not in entry.landmarks}
-        added += len(new)
-        out.append(dataclasses.replace(entry, landmarks={**entry.landmarks, **new}))
-    if changed:
-        atomic_write_text(store_path, json.dumps(store, indent=1, sort_keys=True))
-    logger.info("automatic lung anchors: %d added to %d training volumes", added, len(entries))
-    return tuple(out)
-
-
-def _training_boundaries(config: TrainConfig, entries: Sequence[VolumeEntry]
-                         ) -> dict[int, dict[str, float]]:
-    """Dataset position → contour boundary → cached slice index, for the correspondence
-    term (the stored index k of ``structures.json`` is the canonical index of the RAS+
-    volumes it describes)."""
-    if not (config.correspondence_weight and config.structure_files):
-        return {}
-    from bodyscore.train.correspondence import read_structure_boundaries
-
-    n_slices = {e.volume_id: e.n_slices for e in entries}
-    found: dict[str, dict[str, float]] = {}
-    for path in config.structure_files:
-        found.update(read_structure_boundaries(path, n_slices=n_slices))
-    out = {i: dict(found[e.volume_id]) for i, e in enumerate(entries)
-           if found.get(e.volume_id)}
-    logger.info("correspondence term: %d training volumes with contour boundaries", len(out))
-    return out
-
-
 def _epoch_order(run: _Session, epoch: int) -> np.ndarray:
     """The volume order of one epoch: region-balanced, or every volume once (with the
     synthetic share)."""
@@ -530,7 +454,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
         per_epoch=steps_per_epoch(epoch_length, batch_size=config.batch_size,
                                   world_size=dist_info.world_size),
         synthetic_mask=synthetic, regions=regions, annotated_mask=annotated,
-        boundaries=_training_boundaries(config, train_set.entries),
+        boundaries=training_boundaries(config, train_set.entries),
     )
 
 
