@@ -39,10 +39,6 @@ def _pm(block: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> st
             f"{'–' if se is None else f'{scale * se:.{digits}f}'}")
 
 
-def _count(rate: dict[str, int] | None) -> str:
-    return f"{rate['passed']}/{rate['total']}" if rate else "–"
-
-
 def _spacing(volume_id: str) -> float | None:
     import nibabel as nib
 
@@ -81,7 +77,7 @@ def column(cv: dict[str, Any], unseen: dict[str, Any] | None) -> dict[str, str]:
         "annotated": f"{checks.get('increasing', '–')} / "
                      f"{checks.get('reversed copies flagged (>= 10 cm)', '–')}",
         "tags": str(checks.get("tag matches README", "–")),
-        "all_real": f"{_count(mono.get('increasing'))}{source}",
+        "all_real": f"{rc.format_rate(mono.get('increasing'))}{source}",
         "independence": ("–" if independence is None else f"{independence:.2f}") + source,
         "replay": " / ".join(f"{r['flagged']}/{r['defined']}" for r in replay.values())
                   + (source if replay else ""),

@@ -61,7 +61,7 @@ from bodyscore.errors import BodyscoreError, InputError  # noqa: E402
 from bodyscore.evaluate import metrics as m  # noqa: E402
 from bodyscore.evaluate.landmarks import (  # noqa: E402
     VolumeAnnotation,
-    read_landmarks,
+    read_landmark_files,
     volume_id_from_path,
 )
 from bodyscore.export.atomic import atomic_write_text  # noqa: E402
@@ -647,10 +647,6 @@ def render_markdown(cv: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _count(rate: Mapping[str, int]) -> str:
-    return f"{rate['passed']}/{rate['total']}" if rate else "–"
-
-
 def _real_markdown(real: Mapping[str, Any] | None) -> list[str]:
     """The sections of :func:`aggregate_real` (none for older results without them)."""
     if not real:
@@ -661,8 +657,8 @@ def _real_markdown(real: Mapping[str, Any] | None) -> list[str]:
     rows = [("all", mono["overall"])] if mono["overall"] else []
     rows += [(f"region: {k}", v) for k, v in mono["per_region"].items()]
     rows += [(f"slices {k}", v) for k, v in mono["per_thickness"].items()]
-    lines += [f"| {name} | {r.get('n_volumes', '–')} | {_count(r.get('increasing', {}))} | "
-              f"{_count(r.get('reversed_copy_flagged', {}))} |" for name, r in rows]
+    lines += [f"| {name} | {r.get('n_volumes', '–')} | {rc.format_rate(r.get('increasing'))} | "
+              f"{rc.format_rate(r.get('reversed_copy_flagged'))} |" for name, r in rows]
     lines += ["", "## Landmark MAE per slice thickness (annotated volumes)", "",
               "| slices | MAE ± SE (n landmarks) |", "|---|---|"]
     lines += [f"| {k} | {_pm(v)} |" for k, v in real["mae_per_thickness"].items()]
@@ -778,13 +774,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _annotations(files: Sequence[str]) -> dict[str, VolumeAnnotation]:
-    annotations: dict[str, VolumeAnnotation] = {}
-    for path in files:
-        annotations.update(read_landmarks(Path(path)))
-    return annotations
-
-
 def _boundaries(files: Sequence[str | Path]) -> dict[str, dict[str, float]]:
     """Volume id → contour boundary → slice index, from ``structures.json`` files."""
     from bodyscore.train.correspondence import read_structure_boundaries
@@ -811,8 +800,8 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     config = variant_config(base, args.variant, parse_overrides(args.overrides))
     # the protocol (folds, held-out volumes, their labels) is the base config's; a variant
     # changes what trains, so "no-unlabelled" is still checked on the held-out unlabelled CT
-    annotations = _annotations(base.landmark_files)
-    weak = _annotations(base.weak_label_files)
+    annotations = read_landmark_files(base.landmark_files)
+    weak = read_landmark_files(base.weak_label_files)
     folds = fold_table(base, annotations, n_folds=args.folds, weak=weak)
     out: Path = args.output
     _write_or_check_folds(out, folds)

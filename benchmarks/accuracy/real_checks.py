@@ -162,6 +162,11 @@ def independence_table(position_scores: Mapping[str, Mapping[str, float | None]]
     return {"per_boundary": table, "mean_std": float(np.mean(stds)) if stds else None}
 
 
+def format_rate(rate: Mapping[str, int] | None) -> str:
+    """``"passed/total"`` of a :func:`group_rates` count ("–" without one)."""
+    return f"{rate['passed']}/{rate['total']}" if rate else "–"
+
+
 def _rate(flags: Sequence[bool]) -> dict[str, int]:
     return {"passed": int(sum(flags)), "total": len(flags)}
 

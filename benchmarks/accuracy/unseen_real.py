@@ -11,8 +11,8 @@ table 5.10), the z-spacing replay (sec. 5.2.3) and the leg slices below 0 — wi
 
 writes ``unseen-real.json`` and ``unseen-real.md``. ``benchmarks/accuracy/real-only/`` was
 written with ``--model real-only`` before that model was retired (its package is in the git
-history before 2026.12.1; pass its folder as ``--model``). ``--skip-trained MANIFEST`` leaves out the
-volumes a training manifest lists (for a model that trained on some of them).
+history before 2026.12.1; pass its folder as ``--model``). ``--skip-trained MANIFEST`` leaves
+out the volumes a training manifest lists (for a model that trained on some of them).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import cross_validate as cv  # noqa: E402
 
-from bodyscore.evaluate.landmarks import volume_id_from_path  # noqa: E402
+from bodyscore.evaluate.landmarks import read_landmark_files, volume_id_from_path  # noqa: E402
 from bodyscore.export.atomic import atomic_write_text  # noqa: E402
 from bodyscore.model import load_model  # noqa: E402
 from bodyscore.train.config import load_train_config  # noqa: E402
@@ -42,7 +42,7 @@ log = logging.getLogger("unseen_real")
 def evaluate(model: Any, config_path: Path, skip: set[str]) -> dict[str, Any]:
     """Monotony checks of every unlabelled volume of the config not in ``skip``."""
     config = load_train_config(config_path)
-    weak = cv._annotations(config.weak_label_files)
+    weak = read_landmark_files(config.weak_label_files)
     boundaries = cv._boundaries(config.structure_files)
     checks = {}
     for path in map(Path, config.unlabelled_sources):

@@ -54,7 +54,8 @@ import csv
 import importlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -68,6 +69,7 @@ __all__ = [
     "LandmarkPosition",
     "RegionLabel",
     "VolumeAnnotation",
+    "read_landmark_files",
     "read_landmarks",
     "read_landmarks_bpreg",
     "read_landmarks_csv",
@@ -369,3 +371,12 @@ def read_landmarks(path: str | Path) -> dict[str, VolumeAnnotation]:
             return read_landmarks_bpreg(path)
         return read_landmarks_csv(path)
     return read_landmarks_json(path)
+
+
+def read_landmark_files(paths: Iterable[str | os.PathLike[str]]
+                        ) -> dict[str, VolumeAnnotation]:
+    """:func:`read_landmarks` of several files, merged by volume id (a later file wins)."""
+    annotations: dict[str, VolumeAnnotation] = {}
+    for path in paths:
+        annotations.update(read_landmarks(Path(path)))
+    return annotations

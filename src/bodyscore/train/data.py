@@ -35,7 +35,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bodyscore.errors import InputError
-from bodyscore.evaluate.landmarks import VolumeAnnotation, read_landmarks, volume_id_from_path
+from bodyscore.evaluate.landmarks import (
+    VolumeAnnotation,
+    read_landmark_files,
+    volume_id_from_path,
+)
 from bodyscore.export.atomic import atomic_path, atomic_write_text
 from bodyscore.synth.generate import SYNTHETIC_PREFIX
 from bodyscore.train.sampling import sample_equidistant_slices
@@ -364,9 +368,7 @@ def _lookup(table: Mapping[str, str] | Callable[[str], str] | None, volume_id: s
 def _read_annotations(files: Sequence[str | os.PathLike[str]], *, regions_only: bool = False
                       ) -> dict[str, VolumeAnnotation]:
     """Annotations of several files by volume id; ``regions_only`` drops their landmarks."""
-    annotations: dict[str, VolumeAnnotation] = {}
-    for file in files:
-        annotations.update(read_landmarks(Path(file)))
+    annotations = read_landmark_files(files)
     if regions_only:
         annotations = {k: replace(a, landmarks={}) for k, a in annotations.items()}
     return annotations

@@ -490,8 +490,9 @@ def _correspondence_batch(run: _Session) -> tuple[torch.Tensor, torch.Tensor]:
 
     config = run.config
     size = int(run.train_set.entries[0].shape[-1]) if run.train_set.entries else 128
+    empty = torch.zeros((0, 1, size, size)), torch.zeros(0, dtype=torch.long)
     if not (config.correspondence_weight and run.boundaries):
-        return torch.zeros((0, 1, size, size)), torch.zeros(0, dtype=torch.long)
+        return empty
     rng = np.random.default_rng([config.seed, run.step, run.dist.rank, 0xC0])
     drawn = sample_correspondence_batch(
         run.boundaries, rng, n_boundaries=config.correspondence_boundaries,
@@ -499,9 +500,7 @@ def _correspondence_batch(run: _Session) -> tuple[torch.Tensor, torch.Tensor]:
     seeds = rng.integers(0, 2**62, size=len(drawn))
     slices = [run.train_set.slices_at(int(p), np.array([k]), seed=int(s))
               for p, k, s in zip(drawn.positions, drawn.slice_indices, seeds, strict=True)]
-    if not slices:
-        return torch.zeros((0, 1, size, size)), torch.zeros(0, dtype=torch.long)
-    return torch.cat(slices), torch.from_numpy(drawn.boundary_ids)
+    return (torch.cat(slices), torch.from_numpy(drawn.boundary_ids)) if slices else empty
 
 
 def _train_step(run: _Session) -> None:
