@@ -78,6 +78,26 @@ def test_predict_reads_files(tiny_model_dir, ct_dir):
     assert len(result.to_dict()["unprocessed slice scores"]) == 20
 
 
+def test_scoring_a_nifti_file_imports_no_scipy_ndimage_dicom_reader_or_download(tmp_path):
+    """Issue 18: each of these imports costs a tenth of a second or more per process."""
+    code = (
+        "import sys, numpy as np\n"
+        "from bodyscore.cli import main\n"
+        "from bodyscore.io import volume_from_array, write_nifti\n"
+        "ct = np.full((12, 64, 64), -1000, np.int16); ct[:, 16:48, 16:48] = 40\n"
+        f"path = {str(tmp_path / 'ct.nii.gz')!r}\n"
+        "write_nifti(volume_from_array(ct, (5.0, 2.0, 2.0)), path)\n"
+        f"assert main(['predict', path, '-o', {str(tmp_path / 'out')!r}]) == 0\n"
+        "loaded = [m for m in ('scipy.ndimage', 'bodyscore.io.dicom', 'bodyscore.io.crop_writer',\n"
+        "          'bodyscore.model.download', 'torch') if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-c", code], check=False, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
 def test_import_bodyscore_and_onnx_inference_do_not_import_torch(tiny_model_dir):
     code = (
         "import sys, numpy as np, bodyscore\n"

@@ -42,7 +42,10 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "accuracy"))
 sys.path.insert(0, str(ROOT / "src"))
+
+from real_checks import monotony_checks  # noqa: E402
 
 from bodyscore.evaluate import metrics as m  # noqa: E402
 from bodyscore.evaluate.landmarks import VolumeAnnotation, read_landmarks  # noqa: E402
@@ -116,31 +119,27 @@ def volume_checks(path: Path, model: Any,
                   annotation: VolumeAnnotation | None = None) -> dict[str, Any]:
     """Tag, monotonicity and flip checks of one volume (module docstring, points 3-6), and the
     per-slice accuracy of its coarse region labels when ``annotation`` has any (also for
-    volumes without landmarks, which the landmark metrics leave out)."""
+    volumes without landmarks, which the landmark metrics leave out).
+
+    :func:`real_checks.monotony_checks` (the checks every real volume gets) plus the
+    consistent flip: slices and affine reversed together must score the same, unflagged.
+    """
+    regions = [(r.k_first, r.k_last, r.label) for r in (annotation.regions if annotation else ())]
+    checks = monotony_checks(path, model, regions=regions, replay=False)
     volume = read_volume(path)
     result = predict(volume, model)
-    reversed_result = predict(volume.reversed_slices(with_affine=False), model)
     consistent = predict(volume.reversed_slices(with_affine=True), model)
     same = np.allclose(consistent.unprocessed[::-1], result.unprocessed, atol=1e-3,
                        equal_nan=True)
-    regions = [(r.k_first, r.k_last, r.label) for r in (annotation.regions if annotation else ())]
     truth = m.region_truth_per_slice(volume.n_slices, regions)
-    legs = np.array([label == "legs" for label in truth], dtype=bool)
     return {
-        "legs_slices": int(legs.sum()),
-        "legs_below_zero": int(np.sum(np.asarray(result.unprocessed)[legs] < 0)),
-        "tag": result.body_part_examined_tag,
-        "observed_slope": result.observed_slope,
-        "increasing": bool(result.observed_slope is not None and result.observed_slope > 0
-                           and not result.reverse_z_ordering),
-        "z_extent_mm": volume.z_extent_mm,
-        "z_spacing_mm": float(volume.spacing_mm[0]),
-        "reversed_copy_flagged": reversed_result.reverse_z_ordering,
+        **{key: checks[key] for key in (
+            "legs_slices", "legs_below_zero", "tag", "observed_slope", "increasing",
+            "z_extent_mm", "z_spacing_mm", "reversed_copy_flagged", "valid_z_spacing",
+            "score_range")},
         "consistent_flip_flagged": consistent.reverse_z_ordering,
         "consistent_flip_same_scores": bool(same),
-        "valid_z_spacing": result.valid_z_spacing,
-        "score_range": [float(np.nanmin(result.unprocessed)), float(np.nanmax(result.unprocessed))],
-        "region_accuracy": _num(m.region_accuracy(truth, result.body_part_examined)),
+        "region_accuracy": _num(checks["region_accuracy"]),
         "n_region_slices": sum(label is not None for label in truth),
     }
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from bodyscore.assemble import assemble_result
 from bodyscore.evaluate import metrics as m
-from bodyscore.evaluate.independence import score_at
+from bodyscore.evaluate.independence import score_at, spread_of_readings
 from bodyscore.inference import predict, predict_raw_scores
 from bodyscore.io import read_volume
 from bodyscore.volume import Volume
@@ -151,13 +151,12 @@ def independence_table(position_scores: Mapping[str, Mapping[str, float | None]]
         ``per_boundary``: boundary → {"std", "mean", "n"} (boundaries in >= 2 volumes);
         ``mean_std``: mean of the stds (None without any boundary).
     """
-    values: dict[str, list[float]] = {}
+    readings: dict[str, list[float]] = {}
     for scores in position_scores.values():
         for name, score in scores.items():
-            if score is not None and math.isfinite(score):
-                values.setdefault(name, []).append(float(score))
-    table = {name: {"std": float(np.std(v)), "mean": float(np.mean(v)), "n": len(v)}
-             for name, v in sorted(values.items()) if len(v) >= 2}
+            readings.setdefault(name, []).append(math.nan if score is None else score)
+    table = {name: {"std": std, "mean": mean, "n": n}
+             for name, (std, mean, n) in spread_of_readings(readings).items() if n >= 2}
     stds = [row["std"] for row in table.values()]
     return {"per_boundary": table, "mean_std": float(np.mean(stds)) if stds else None}
 

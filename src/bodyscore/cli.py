@@ -117,13 +117,13 @@ def _configure_logging(verbosity: int) -> None:
 # --------------------------------------------------------------------------------------------
 def _plan_jobs(inputs: Sequence[str], series: str | None) -> Iterator[_Job | BodyscoreError]:
     """Turn inputs into jobs; with ``--series all`` every CT series of a folder is one job."""
-    from bodyscore.io import list_dicom_series
-
     for path in inputs:
         stem = input_stem(path)
         if series != "all" or not Path(path).is_dir():
             yield _Job(path, None if series == "all" else series, stem)
             continue
+        from bodyscore.io import list_dicom_series
+
         try:
             found = [s for s in list_dicom_series(path) if s.modality == "CT"]
         except BodyscoreError as exc:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bodyscore.errors import InputError, ModelError
+from bodyscore.filters import gaussian_filter1d
 from bodyscore.settings import InferenceSettings
 
 __all__ = [
@@ -245,8 +246,6 @@ def smooth_scores(
         extent = abs(float(z[-1] - z[0]))
         dz = extent / (values.size - 1)
         mode = "reflect" if extent >= SHORT_STACK_SIGMAS * sigma_mm else "nearest"
-        from scipy.ndimage import gaussian_filter1d  # lazy: model loading imports this module
-
         values[valid] = gaussian_filter1d(
             values[valid], sigma=sigma_mm / dz, mode=mode, truncate=GAUSSIAN_TRUNCATE
         )

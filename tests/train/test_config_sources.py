@@ -59,6 +59,7 @@ attributions: {"pt_*": "OpenKBP", "u1": "Someone"}
 volume_regions: {"pt_*": head-neck, u2: legs}
 region_balanced: true
 region_shares: {head-neck: 1, legs: 2.5, pelvis: 0}
+region_weights: {legs: 4}
 correspondence_weight: 0.3
 correspondence_boundaries: 3
 correspondence_patients: 4
@@ -83,6 +84,8 @@ auto_lung_anchors: true
     assert dict(config.volume_regions) == {"pt_*": "head-neck", "u2": "legs"}
     assert dict(config.region_shares) == {"head-neck": 1.0, "legs": 2.5, "pelvis": 0.0}
     assert all(isinstance(v, float) for v in config.region_shares.values())
+    assert dict(config.region_weights) == {"legs": 4.0}
+    assert isinstance(config.region_weights["legs"], float)
     assert config.region_balanced is True
     assert config.correspondence_weight == 0.3
     assert (config.correspondence_boundaries, config.correspondence_patients) == (3, 4)
@@ -114,10 +117,11 @@ def test_glob_is_relative_to_the_config_not_the_working_folder(
 
 @pytest.mark.parametrize("text", ["region_shares: {legs: -1}\n",
                                   "region_shares: {legs: 1, head: -0.01}\n",
-                                  "region_shares: {legs: .nan}\n"])
+                                  "region_shares: {legs: .nan}\n",
+                                  "region_weights: {legs: -2}\n"])
 def test_negative_region_share_is_rejected(tmp_path: Path, text: str) -> None:
     path = write(tmp_path / "bad.yaml", text)
-    with pytest.raises(InputError, match=r"region_shares\["):
+    with pytest.raises(InputError, match=r"region_(shares|weights)\["):
         load_train_config(path)
 
 

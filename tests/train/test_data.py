@@ -23,6 +23,7 @@ from bodyscore.train.data import (
     load_manifest,
     prepare_data,
     region_bounds_of,
+    region_weights_of,
 )
 
 
@@ -178,6 +179,15 @@ def test_region_bounds_of_hand_worked():
     np.testing.assert_array_equal(low, np.float32([-np.inf, -np.inf, -0.1, -0.1, -np.inf]))
     np.testing.assert_array_equal(high, np.float32([0.1, 0.1, 2.5, 2.5, np.inf]))
     assert low.dtype == np.float32
+
+
+def test_region_weights_of_hand_worked():
+    regions = [(0, 3, "legs"), (4, 9, "pelvis"), (8, 9, "legs")]
+    weight = region_weights_of(regions, {"legs": 5.0}, np.array([0, 3, 4, 8, 12]))
+    # a later range wins (slice 8 is legs again); pelvis and unlabelled slices weigh 1
+    np.testing.assert_array_equal(weight, np.float32([5.0, 5.0, 1.0, 5.0, 1.0]))
+    assert weight.dtype == np.float32
+    np.testing.assert_array_equal(region_weights_of(regions, {}, np.arange(3)), np.ones(3))
 
 
 def test_canonical_region_ranges_follow_the_stored_slice_order():

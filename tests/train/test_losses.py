@@ -122,6 +122,24 @@ def test_region_interval_loss_hand_worked():
     np.testing.assert_allclose(scores.grad.numpy(), [[0.0, 0.0, 2 / 3, -4 / 3]], rtol=1e-6)
 
 
+def test_region_interval_loss_weights_slices_by_region():
+    inf = math.inf
+    scores = torch.tensor([[0.0, 1.0, 5.0, -2.0]], requires_grad=True)
+    low = torch.tensor([[-inf, 0.5, -inf, 0.0]])
+    high = torch.tensor([[inf, inf, 4.0, 1.0]])
+    # slice 2 (above by 1) weighs 4, slice 3 (below by 2) weighs 1: (4·1 + 1·4) / 3 labelled
+    weight = torch.tensor([[9.0, 1.0, 4.0, 1.0]])   # the unlabelled slice's weight is unused
+    loss = region_interval_loss(scores, low, high, weight)
+    assert loss.item() == pytest.approx(8.0 / 3.0)
+    loss.backward()
+    np.testing.assert_allclose(scores.grad.numpy(), [[0.0, 0.0, 8 / 3, -4 / 3]], rtol=1e-6)
+    ones = torch.ones_like(weight)
+    assert float(region_interval_loss(scores, low, high, ones)) == pytest.approx(5.0 / 3.0)
+    terms = total_loss(scores.detach(), torch.tensor([10.0]), region_weight=1.0, region_low=low,
+                       region_high=high, region_slice_weight=weight)
+    assert terms.region == pytest.approx(8.0 / 3.0)
+
+
 def test_region_interval_loss_without_labels_is_zero_and_total_adds_it():
     inf = math.inf
     scores = torch.tensor([[0.0, 1.0]])

@@ -136,6 +136,19 @@ def test_labelled_epoch_order_keeps_every_annotated_volume_once() -> None:
     assert np.array_equal(order, again)
 
 
+def test_labelled_epoch_order_weighs_regions_by_their_shares() -> None:
+    from bodyscore.train.sampling import labelled_epoch_order
+
+    annotated = [True] * 6 + [False] * 12
+    regions = ["head"] * 6 + ["legs"] * 2 + ["neck"] * 10
+    # 6 unlabelled draws; legs weigh 2, neck 1 → 4 legs draws, 2 neck draws
+    order = labelled_epoch_order(annotated, share=0.5, regions=regions,
+                                 region_shares={"legs": 2.0}, seed=3, epoch=0)
+    counts = np.bincount(order, minlength=18)
+    assert counts[:6].tolist() == [1] * 6
+    assert (counts[6:8].sum(), counts[8:].sum()) == (4, 2)
+
+
 def test_labelled_epoch_order_cycles_unlabelled_volumes_without_regions() -> None:
     from bodyscore.train.sampling import labelled_epoch_order
 

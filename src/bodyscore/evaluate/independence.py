@@ -10,11 +10,11 @@ given as fractional canonical slice indices.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["boundary_score_spread", "mean_boundary_spread", "score_at"]
+__all__ = ["boundary_score_spread", "mean_boundary_spread", "score_at", "spread_of_readings"]
 
 
 def score_at(scores: np.ndarray, k: float) -> float:
@@ -68,14 +68,32 @@ def boundary_score_spread(
         if volume_id not in scores:
             continue
         for name, k in found.items():
-            readings.setdefault(name, [])
-            value = score_at(scores[volume_id], float(k))
-            if math.isfinite(value):
-                readings[name].append(value)
-    return {
-        name: (float(np.std(values)) if len(values) >= 2 else math.nan, len(values))
-        for name, values in sorted(readings.items())
-    }
+            readings.setdefault(name, []).append(score_at(scores[volume_id], float(k)))
+    return {name: (std, n) for name, (std, _, n) in spread_of_readings(readings).items()}
+
+
+def spread_of_readings(readings: Mapping[str, Sequence[float]]
+                       ) -> dict[str, tuple[float, float, int]]:
+    """Population standard deviation and mean of each boundary's score readings (table 5.10).
+
+    Parameters
+    ----------
+    readings : mapping of str to sequence of float
+        Boundary → its score in each volume where it was read; NaN readings are ignored.
+
+    Returns
+    -------
+    dict of str to (float, float, int)
+        Boundary → (standard deviation, mean, number of finite readings); both NaN below 2
+        readings. Sorted by boundary name.
+    """
+    spread: dict[str, tuple[float, float, int]] = {}
+    for name, values in sorted(readings.items()):
+        finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+        enough = len(finite) >= 2
+        spread[name] = (float(np.std(finite)) if enough else math.nan,
+                        float(np.mean(finite)) if enough else math.nan, len(finite))
+    return spread
 
 
 def mean_boundary_spread(spread: Mapping[str, tuple[float, int]]) -> float:

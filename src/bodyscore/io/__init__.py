@@ -11,18 +11,29 @@ inferior) whose ``source_slice_index`` maps each slice to the input's own slice 
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bodyscore.io._common import input_kind, is_dicom_file
-from bodyscore.io.crop_writer import write_cropped
-from bodyscore.io.dicom import SeriesInfo, list_dicom_series, read_dicom_series
-from bodyscore.io.itk import read_itk
 from bodyscore.io.nifti import NiftiSlabs, read_nifti, write_nifti
 from bodyscore.volume import Volume
+
+if TYPE_CHECKING:
+    from bodyscore.io.crop_writer import write_cropped
+    from bodyscore.io.dicom import SeriesInfo, list_dicom_series
+
+#: Names imported on first use (PEP 562): scoring a NIfTI file needs neither the DICOM reader
+#: nor the crop writer, and their imports are a tenth of a second per process (issue 18).
+_LAZY = {
+    "write_cropped": "bodyscore.io.crop_writer",
+    "SeriesInfo": "bodyscore.io.dicom",
+    "list_dicom_series": "bodyscore.io.dicom",
+}
 
 __all__ = [
     "NiftiSlabs",
@@ -71,7 +82,11 @@ def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) 
     if kind == "nifti":
         return read_nifti(path)
     if kind == "itk":
+        from bodyscore.io.itk import read_itk
+
         return read_itk(path)
+    from bodyscore.io.dicom import read_dicom_series
+
     return read_dicom_series(path, series_uid=series_uid)
 
 
@@ -128,3 +143,12 @@ def volume_from_array(
         source=source,
         meta={"format": "array", "slice_axis": 2},
     )
+
+
+def __getattr__(name: str) -> Any:
+    """The :data:`_LAZY` names, imported on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

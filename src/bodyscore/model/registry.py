@@ -28,15 +28,18 @@ import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bodyscore.errors import DownloadError, ModelError
 from bodyscore.model.backends import BackendName, ScoreModel, default_cache_dir, open_backend
-from bodyscore.model.download import DownloadLimits, download_file, remove_tree, safe_extract_zip
 from bodyscore.model.package import (
     CONFIG_FILE,
     ModelPackage,
     load_package,
 )
+
+if TYPE_CHECKING:  # the download module (http.client, ssl) is imported only to download
+    from bodyscore.model.download import DownloadLimits
 
 __all__ = [
     "BPREG_PUBLIC",
@@ -211,6 +214,8 @@ def fetch_model(
         Download or archive problems (see :func:`~bodyscore.model.download.download_file`), or
         an archive that is not a model package.
     """
+    from bodyscore.model.download import download_file, remove_tree, safe_extract_zip
+
     if entry.url is None:
         raise ModelError(f"model {entry.name!r} has no download URL")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

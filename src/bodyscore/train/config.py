@@ -153,6 +153,9 @@ class TrainConfig:
         (:func:`bodyscore.train.losses.region_interval_loss`).
     region_bounds : mapping of str to (float or None, float or None)
         Region label → raw score interval (None: unbounded on that side).
+    region_weights : mapping of str to float
+        Region label → weight of its slices in the region term (labels not listed: 1), for a
+        region with few volumes, e.g. legs (:func:`bodyscore.train.data.region_weights_of`).
     slope_weight : float
         Weight of the slope-band loss (0: off; :func:`bodyscore.train.losses.slope_band_loss`):
         each sample's score rise is kept between ``slope_band_per_mm`` × its span.
@@ -237,6 +240,7 @@ class TrainConfig:
     holdout: tuple[str, ...] = ()
     region_weight: float = 0.0
     region_bounds: Mapping[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    region_weights: Mapping[str, float] = field(default_factory=dict)
     slope_weight: float = 0.0
     slope_band_per_mm: tuple[float, float] = (0.0075, 0.015)
     anchor_targets: Mapping[str, float] = field(default_factory=dict)
@@ -292,13 +296,15 @@ class TrainConfig:
             raise InputError(f"train config: {'; '.join(problems)}; fix the config")
 
     def _share_problems(self) -> list[str]:
-        """Problems of the sampling shares (synthetic, unlabelled, per region)."""
+        """Problems of the sampling shares (synthetic, unlabelled, regions) and region weights."""
         problems = [f"{name} must be in [0, 1) or null, got {share}"
                     for name, share in (("synthetic_share", self.synthetic_share),
                                         ("unlabelled_share", self.unlabelled_share))
                     if share is not None and not 0 <= share < 1]
-        return problems + [f"region_shares[{name!r}] must be >= 0, got {share}"
-                           for name, share in self.region_shares.items() if not share >= 0]
+        return problems + [f"{table}[{name!r}] must be >= 0, got {share}"
+                           for table, shares in (("region_shares", self.region_shares),
+                                                 ("region_weights", self.region_weights))
+                           for name, share in shares.items() if not share >= 0]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, base_dir: str | Path | None = None,
@@ -378,6 +384,7 @@ _COERCIONS: dict[str, Callable[[Any], Any]] = {
     "region_bounds": _intervals,
     "tag_min_present_landmarks": _counts,
     "region_shares": _shares,
+    "region_weights": _shares,
     "lr_milestones": _milestones,
     "delta_h_range_mm": _floats,
     "slope_band_per_mm": _floats,

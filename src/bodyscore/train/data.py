@@ -64,6 +64,7 @@ __all__ = [
     "load_manifest",
     "prepare_data",
     "region_bounds_of",
+    "region_weights_of",
     "write_manifest",
 ]
 
@@ -613,6 +614,34 @@ def region_bounds_of(
     return low, high
 
 
+def region_weights_of(
+    regions: Sequence[tuple[int, int, str]],
+    weights: Mapping[str, float],
+    indices: np.ndarray,
+) -> np.ndarray:
+    """Weight of each sampled slice in the region term, from its coarse region label.
+
+    Parameters
+    ----------
+    regions : sequence of (int, int, str)
+        As in :func:`region_bounds_of` (a later range wins where ranges overlap).
+    weights : mapping of str to float
+        Label → weight (``region_weights`` of the config); labels not listed weigh 1.
+    indices : numpy.ndarray of int, shape (m,)
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (m,)
+        1 where the slice has no label or its label has no weight of its own.
+    """
+    idx = np.asarray(indices)
+    weight = np.ones(idx.shape, dtype=np.float32)
+    for first, last, label in regions:
+        if label in weights:
+            weight[(idx >= first) & (idx <= last)] = weights[label]
+    return weight
+
+
 def is_synthetic(volume_id: str) -> bool:
     """True for a volume of a :mod:`bodyscore.synth` dataset (by its id)."""
     return volume_id.startswith(SYNTHETIC_PREFIX)
@@ -659,6 +688,7 @@ class VolumeSampleDataset:
                  anchor_extrapolate_mm: float = 50.0,
                  synthetic_anchor_extrapolate_mm: float | None = None,
                  region_bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
+                 region_weights: Mapping[str, float] | None = None,
                  synthetic_supervision: bool = True,
                  ) -> None:
         self.entries = tuple(e for e in entries if e.n_slices >= num_slices)
@@ -677,6 +707,7 @@ class VolumeSampleDataset:
             else synthetic_anchor_extrapolate_mm
         )
         self.region_bounds = dict(region_bounds or {})
+        self.region_weights = dict(region_weights or {})
         self.synthetic_supervision = synthetic_supervision
         self._arrays: dict[int, np.ndarray] = {}
 
@@ -724,14 +755,15 @@ class VolumeSampleDataset:
             extrapolate_mm=(self.synthetic_anchor_extrapolate_mm if synthetic
                             else self.anchor_extrapolate_mm),
         )
-        low, high = region_bounds_of(
-            entry.regions if supervised else (),
-            self.region_bounds, sample.indices)
+        regions = entry.regions if supervised else ()
+        low, high = region_bounds_of(regions, self.region_bounds, sample.indices)
+        weight = region_weights_of(regions, self.region_weights, sample.indices)
         return {
             "slices": x, "delta_h_mm": sample.delta_h_mm,
             "indices": torch.from_numpy(sample.indices),
             "anchor_target": torch.from_numpy(target), "anchor_mask": torch.from_numpy(mask),
             "region_low": torch.from_numpy(low), "region_high": torch.from_numpy(high),
+            "region_weight": torch.from_numpy(weight),
         }
 
     def collate(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -745,4 +777,5 @@ class VolumeSampleDataset:
             "anchor_mask": torch.stack([it["anchor_mask"] for it in items]),
             "region_low": torch.stack([it["region_low"] for it in items]),
             "region_high": torch.stack([it["region_high"] for it in items]),
+            "region_weight": torch.stack([it["region_weight"] for it in items]),
         }

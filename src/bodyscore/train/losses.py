@@ -113,8 +113,8 @@ def landmark_anchor_loss(scores: torch.Tensor, targets: torch.Tensor,
     return ((scores[mask] - targets[mask].to(scores.dtype)) ** 2).mean()
 
 
-def region_interval_loss(scores: torch.Tensor, low: torch.Tensor,
-                         high: torch.Tensor) -> torch.Tensor:
+def region_interval_loss(scores: torch.Tensor, low: torch.Tensor, high: torch.Tensor,
+                         weight: torch.Tensor | None = None) -> torch.Tensor:
     """Squared hinge keeping each slice's score inside its coarse region's interval (ours).
 
     A slice labelled with a coarse body region (``landmarks.json`` ``regions``: legs, pelvis,
@@ -122,13 +122,17 @@ def region_interval_loss(scores: torch.Tensor, low: torch.Tensor,
     target scale, e.g. legs below pelvis_start. L = mean over labelled slices of
     ``relu(low − s)² + relu(s − high)²``: zero inside the interval, so it only corrects slices
     in the wrong region and leaves the order loss to shape the scale within a region. Dense and
-    weak where landmarks are sparse (a legs-only volume has no landmark at all).
+    weak where landmarks are sparse (a legs-only volume has no landmark at all). With
+    ``weight`` w, L = Σ w·(relu(low − s)² + relu(s − high)²) / (number of labelled slices), so
+    a region with few volumes (legs) can weigh more than its share of the slices.
 
     Parameters
     ----------
     scores, low, high : torch.Tensor, shape (B, m)
         Raw scores and interval bounds; ``-inf`` / ``+inf`` for an open side. A slice with both
         bounds infinite (no region label) does not count.
+    weight : torch.Tensor, shape (B, m), optional
+        Per-slice weight (``region_weights`` of the config); None: 1 everywhere.
     """
     import torch
 
@@ -139,7 +143,9 @@ def region_interval_loss(scores: torch.Tensor, low: torch.Tensor,
     s = scores[labelled]
     below = torch.relu(low[labelled] - s)
     above = torch.relu(s - high[labelled])
-    return (below**2 + above**2).mean()
+    if weight is None:
+        return (below**2 + above**2).mean()
+    return (weight[labelled].to(scores.dtype) * (below**2 + above**2)).mean()
 
 
 def slope_band_loss(scores: torch.Tensor, delta_h_mm: torch.Tensor, *,
@@ -200,6 +206,7 @@ def total_loss(
     region_weight: float = 0.0,
     region_low: torch.Tensor | None = None,
     region_high: torch.Tensor | None = None,
+    region_slice_weight: torch.Tensor | None = None,
     slope_weight: float = 0.0,
     slope_band_per_mm: tuple[float, float] = (0.0075, 0.015),
     correspondence_weight: float = 0.0,
@@ -210,6 +217,7 @@ def total_loss(
     (thesis eq. 5.2 plus bpreg's α_h weight, plus our anchor, region, slope-band and
     correspondence terms; ``correspondence_scores`` (P,) are the raw scores of the
     correspondence batch, ``correspondence_ids`` (P,) their boundary groups,
+    ``region_slice_weight`` (B, m) the per-slice weights of the region term,
     :func:`bodyscore.train.correspondence.correspondence_loss`).
 
     ``loss_order`` is ``"h"`` (eq. 4.7, default as in bpreg's public model) or ``"c"``
@@ -231,7 +239,7 @@ def total_loss(
         total = total + anchor_weight * anchor
     region = scores.new_zeros(())
     if region_weight and region_low is not None and region_high is not None:
-        region = region_interval_loss(scores, region_low, region_high)
+        region = region_interval_loss(scores, region_low, region_high, region_slice_weight)
         total = total + region_weight * region
     slope = scores.new_zeros(())
     if slope_weight:

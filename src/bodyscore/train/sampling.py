@@ -212,8 +212,9 @@ def region_epoch_order(regions: Sequence[str], *, shares: Mapping[str, float] | 
 
 
 def labelled_epoch_order(annotated: Sequence[bool] | np.ndarray, *, share: float,
-                         regions: Sequence[str] | None = None, seed: int, epoch: int
-                         ) -> np.ndarray:
+                         regions: Sequence[str] | None = None,
+                         region_shares: Mapping[str, float] | None = None,
+                         seed: int, epoch: int) -> np.ndarray:
     """Every annotated volume once, plus unlabelled draws making up ``share`` of the epoch.
 
     The unlabelled draws number ``round(n_annotated · share / (1 − share))``; with
@@ -228,6 +229,9 @@ def labelled_epoch_order(annotated: Sequence[bool] | np.ndarray, *, share: float
     share : float in [0, 1)
     regions : sequence of str, shape (n_volumes,), optional
         Body region of every volume (only the unlabelled volumes' are used).
+    region_shares : mapping of str to float, optional
+        Relative weight of each region in the unlabelled draws (``shares`` of
+        :func:`region_epoch_order`); only with ``regions``.
     seed, epoch : int
 
     Returns
@@ -241,7 +245,8 @@ def labelled_epoch_order(annotated: Sequence[bool] | np.ndarray, *, share: float
     rng = np.random.default_rng([seed, epoch, 0x5A6])
     if count and regions is not None:
         names = [regions[int(i)] for i in unlabelled]
-        drawn = unlabelled[region_epoch_order(names, epoch_size=count, seed=seed, epoch=epoch)]
+        drawn = unlabelled[region_epoch_order(names, shares=region_shares, epoch_size=count,
+                                              seed=seed, epoch=epoch)]
     elif count:  # one fixed order of the unlabelled volumes, taken in turn epoch by epoch
         cycle = np.random.default_rng([seed, 0x5A7]).permutation(unlabelled)
         drawn = cycle[(epoch * count + np.arange(count)) % len(unlabelled)]

@@ -391,6 +391,7 @@ def _epoch_order(run: _Session, epoch: int) -> np.ndarray:
     if config.unlabelled_share is not None:
         return labelled_epoch_order(run.annotated_mask, share=config.unlabelled_share,
                                     regions=run.regions if config.region_balanced else None,
+                                    region_shares=config.region_shares,
                                     seed=config.seed, epoch=epoch)
     if config.region_balanced:
         return region_epoch_order(run.regions, shares=config.region_shares,
@@ -424,6 +425,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
                                     synthetic_anchor_extrapolate_mm=(
                                         config.synthetic_anchor_extrapolate_mm),
                                     region_bounds=config.region_bounds,
+                                    region_weights=config.region_weights,
                                     synthetic_supervision=config.synthetic_supervision,
                                     **dataset_args)
     val_set = VolumeSampleDataset(manifest.split("val"), cache_dir, **dataset_args)
@@ -528,6 +530,7 @@ def _train_step(run: _Session) -> None:
         anchor_weight=config.anchor_weight, anchor_targets=batch["anchor_target"].to(device),
         anchor_mask=batch["anchor_mask"].to(device), region_weight=config.region_weight,
         region_low=batch["region_low"].to(device), region_high=batch["region_high"].to(device),
+        region_slice_weight=batch["region_weight"].to(device),
         slope_weight=config.slope_weight, slope_band_per_mm=config.slope_band_per_mm,
         correspondence_weight=config.correspondence_weight,
         correspondence_scores=all_scores[n_main:], correspondence_ids=extra_ids.to(device),
