@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage
 
 from bodyscore.filters import extend_index, gaussian_filter1d, gaussian_kernel1d
-from bodyscore.preprocess import resampling_band
+from bodyscore.preprocess import resampling_matrix
 
 curves = arrays(np.float64, st.integers(1, 60),
                 elements=st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False))
@@ -43,8 +43,8 @@ def test_kernel_and_edges_hand_worked() -> None:
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(512, 72), (170, 34), (100, 100), (40, 90), (7, 2)])
-def test_resampling_band_is_blur_then_linear_resize(n_in: int, n_out: int) -> None:
-    """The band form of interpolation ∘ blur equals scipy's blur followed by the resize."""
+def test_resampling_matrix_is_blur_then_linear_resize(n_in: int, n_out: int) -> None:
+    """The matrix interpolation ∘ blur equals scipy's blur followed by the resize."""
     from bodyscore.preprocess import bilinear_resize
 
     sigma = 0.2 * n_in / n_out
@@ -52,9 +52,9 @@ def test_resampling_band_is_blur_then_linear_resize(n_in: int, n_out: int) -> No
     signal = rng.uniform(-1000, 1500, (3, n_in)).astype(np.float32)
     blurred = ndimage.gaussian_filter1d(signal, sigma, axis=1, mode="reflect", truncate=3.0)
     expected = bilinear_resize(blurred[:, None, :], (1, n_out))[:, 0]
-    indices, weights = resampling_band(n_in, n_out, sigma, 3.0)
-    assert indices.shape == weights.shape
-    assert indices.shape[0] == n_out
-    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-6)
-    got = (signal[:, indices] * weights).sum(axis=2)
-    np.testing.assert_allclose(got, expected, atol=2e-3)   # HU: float32 rounding only
+    operator = resampling_matrix(n_in, n_out, sigma, 3.0)
+    assert operator.shape == (n_out, n_in)
+    np.testing.assert_allclose(operator.sum(axis=1), 1.0, atol=1e-6)
+    radius = int(3.0 * sigma + 0.5)
+    assert np.count_nonzero(operator, axis=1).max() <= 2 * radius + 2   # a band
+    np.testing.assert_allclose(signal @ operator.T, expected, atol=2e-3)   # HU: float32 only

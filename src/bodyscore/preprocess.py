@@ -52,7 +52,7 @@ __all__ = [
     "pad_or_crop",
     "preprocess_slices",
     "resampled_size",
-    "resampling_band",
+    "resampling_matrix",
     "scale_hu",
 ]
 
@@ -311,34 +311,31 @@ def _resample_clipped(
 
     bpreg blurs the whole slice (scipy.ndimage.gaussian_filter, mode ``reflect``) and then
     resizes it (cv2.resize INTER_LINEAR). Both are linear and act on one axis at a time, so
-    along each axis they are one (n' × n) operator, interpolation ∘ blur, which reads only a
-    narrow band of input pixels per output pixel (:func:`resampling_band`). Applying the two
-    bands (x, then y) gives bpreg's numbers within float32 rounding (~1e-6 of the [-1, 1]
-    range) with a fraction of the work of blurring every input pixel, and without scipy.
+    along each axis they are one (n' × n) operator, interpolation ∘ blur
+    (:func:`resampling_matrix`), and a slab of slices is resampled by two matrix products,
+    ``M_y · X · M_xᵀ``: bpreg's numbers within float32 rounding (~1e-6 of the [-1, 1] range),
+    several times faster than blurring every input pixel, and without scipy.
     """
     rows_new, cols_new = shape_xy
     n_cols, n_rows = array_zyx.shape[1:]
     slices = np.empty(array_zyx.shape, dtype=np.float32)  # C-contiguous whatever the input
     np.clip(array_zyx, np.float32(config.min_hu), np.float32(config.max_hu), out=slices,
             casting="unsafe")
-    x_band = resampling_band(n_rows, rows_new, blur_sigma(n_rows, rows_new, config),
-                             config.truncate)
-    y_band = resampling_band(n_cols, cols_new, blur_sigma(n_cols, cols_new, config),
-                             config.truncate)
-    return _apply_band(_apply_band(slices, 2, x_band), 1, y_band)
+    along_x = resampling_matrix(n_rows, rows_new, blur_sigma(n_rows, rows_new, config),
+                                config.truncate)
+    along_y = resampling_matrix(n_cols, cols_new, blur_sigma(n_cols, cols_new, config),
+                                config.truncate)
+    return np.matmul(along_y, slices @ along_x.T)
 
 
 @functools.lru_cache(maxsize=64)
-def resampling_band(n_in: int, n_out: int, sigma: float, truncate: float
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Gaussian anti-aliasing blur then linear resize along one axis, as gather taps.
+def resampling_matrix(n_in: int, n_out: int, sigma: float, truncate: float) -> np.ndarray:
+    """Gaussian anti-aliasing blur then linear resize along one axis, as one matrix.
 
-    The operator is ``M = I · B`` (n_out × n_in, float64): ``B`` the Gaussian of σ ``sigma``
-    pixels with radius ``int(truncate · σ + 0.5)`` and mode ``reflect`` (the kernel and edge
-    rule of ``scipy.ndimage.gaussian_filter1d``, :mod:`bodyscore.filters`; no blur when
-    σ ≤ 1e-15), ``I`` the
-    OpenCV INTER_LINEAR taps (:func:`_linear_taps`). Each row of ``M`` has few non-zero
-    entries (2 radius + 2 at most); they are returned as indices and weights.
+    ``M = I · B``: ``B`` the Gaussian of σ ``sigma`` pixels with radius
+    ``int(truncate · σ + 0.5)`` and mode ``reflect`` (the kernel and edge rule of
+    ``scipy.ndimage.gaussian_filter1d``, :mod:`bodyscore.filters`; no blur when σ ≤ 1e-15),
+    ``I`` the OpenCV INTER_LINEAR taps (:func:`_linear_taps`); built in float64.
 
     Parameters
     ----------
@@ -349,10 +346,8 @@ def resampling_band(n_in: int, n_out: int, sigma: float, truncate: float
 
     Returns
     -------
-    indices : numpy.ndarray of int64, shape (n_out, w)
-        Input pixel of each tap (padding taps point at pixel 0 with weight 0).
-    weights : numpy.ndarray of float32, shape (n_out, w)
-        ``out[j] = Σ_t weights[j, t] · in[indices[j, t]]``; each row sums to 1.
+    numpy.ndarray of float32, shape (n_out, n_in), read-only
+        ``out = M @ signal``; each row sums to 1 and has at most 2 radius + 2 non-zero entries.
     """
     blur = np.eye(n_in)
     if sigma > 1e-15:
@@ -366,30 +361,9 @@ def resampling_band(n_in: int, n_out: int, sigma: float, truncate: float
     interpolate = np.zeros((n_out, n_in))
     np.add.at(interpolate, (np.arange(n_out), i0), w0.astype(np.float64))
     np.add.at(interpolate, (np.arange(n_out), i1), w1.astype(np.float64))
-    operator = interpolate @ blur
-    nonzero = operator != 0
-    width = max(int(nonzero.sum(axis=1).max()), 1)
-    indices = np.zeros((n_out, width), dtype=np.int64)
-    weights = np.zeros((n_out, width), dtype=np.float32)
-    for j in range(n_out):
-        columns = np.flatnonzero(nonzero[j])
-        indices[j, : columns.size] = columns
-        weights[j, : columns.size] = operator[j, columns]
-    indices.setflags(write=False)
-    weights.setflags(write=False)
-    return indices, weights
-
-
-def _apply_band(images: np.ndarray, axis: int, band: tuple[np.ndarray, np.ndarray]
-                ) -> np.ndarray:
-    """``out[..., j, ...] = Σ_t w[j, t] · images[..., idx[j, t], ...]`` along ``axis`` (float32)."""
-    indices, weights = band
-    shape = [1] * images.ndim
-    shape[axis] = -1
-    out = np.take(images, indices[:, 0], axis=axis) * weights[:, 0].reshape(shape)
-    for t in range(1, indices.shape[1]):
-        out += np.take(images, indices[:, t], axis=axis) * weights[:, t].reshape(shape)
-    return out
+    operator = (interpolate @ blur).astype(np.float32)
+    operator.setflags(write=False)
+    return operator
 
 
 def is_empty_slice(batch: np.ndarray, *, atol: float = EMPTY_SLICE_ATOL) -> np.ndarray:

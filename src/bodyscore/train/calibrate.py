@@ -479,16 +479,14 @@ def calibrate_package(
     pathlib.Path
         The written settings file.
     """
-    from bodyscore.evaluate.landmarks import read_landmarks
+    from bodyscore.evaluate.landmarks import read_landmark_files
     from bodyscore.export.atomic import atomic_write_text
     from bodyscore.model import load_model
 
     model = load_model(Path(model_dir))
-    dirs = [Path(d) for d in (data_dir or [])]
-    annotations: dict[str, Any] = {}
-    for file in landmarks:
-        annotations.update(read_landmarks(Path(file)))
-        dirs.append(Path(file).parent)
+    annotations = read_landmark_files(landmarks)
+    # images are looked for in the given folders, then next to each landmark file
+    dirs = [Path(d) for d in (data_dir or [])] + [Path(file).parent for file in landmarks]
     curves = [_annotated_curve(a, model, data_dirs=dirs) for a in annotations.values()]
     settings = calibrate_from_curves(
         curves,
