@@ -55,6 +55,8 @@ SIZES = ("120x5", "300x1.5", "800x0.8")
 Z_START = {"120x5": -50.0, "300x1.5": -60.0, "800x0.8": 250.0}
 RSS_TARGET_MB = 400.0
 BPREG_TARGET = 25.0
+#: Sizes the ≥ 25× bpreg target is set for (issue 18: "at 300 and 800 slices").
+BPREG_TARGET_SIZES = ("300x1.5", "800x0.8")
 READ_TARGET = 1.0
 COHORT_TARGET = 2.0
 #: Largest share of the cores that other processes may use during a measurement.
@@ -359,9 +361,10 @@ def _target_lines(rows: list[dict[str, Any]], cohort: dict[str, Any] | None,
                      f"{ours.wall_s / read.wall_s:.2f}× the nibabel read (target ≤ "
                      f"{READ_TARGET:.1f}×): {_verdict(ours.wall_s <= READ_TARGET * read.wall_s)}"
                      f"{caveat}" + (
-                         f"; {bpreg.wall_s / ours.wall_s:.1f}× faster than bpreg (target ≥ "
-                         f"{BPREG_TARGET:.0f}× at 300 and 800 slices): "
-                         f"{_verdict(bpreg.wall_s >= BPREG_TARGET * ours.wall_s)}{caveat}"
+                         f"; {bpreg.wall_s / ours.wall_s:.1f}× faster than bpreg"
+                         + (f" (target ≥ {BPREG_TARGET:.0f}×): "
+                            f"{_verdict(bpreg.wall_s >= BPREG_TARGET * ours.wall_s)}{caveat}"
+                            if row["size"] in BPREG_TARGET_SIZES else " (no target at this size)")
                          if bpreg else "; bpreg not run"))
     if cohort:
         lines.append(f"- cohort: {cohort['per_s']:.2f} series/s on {cohort['workers']} workers "

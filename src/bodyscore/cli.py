@@ -581,8 +581,16 @@ def _register_command_modules(sub: Any) -> None:
         module.register(sub)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (importing nothing heavy)."""
+#: Commands defined in this module; running one of them needs no other command module.
+_BUILT_IN_COMMANDS = frozenset({"predict", "crop", "models", "prepare-data", "train", "calibrate"})
+
+
+def build_parser(*, command_modules: bool = True) -> argparse.ArgumentParser:
+    """The argument parser (importing nothing heavy).
+
+    ``command_modules=False`` leaves out the commands of ``bodyscore/cli_commands/`` (a
+    ``bodyscore predict`` run does not import them: issue 18, start-up time).
+    """
     parser = argparse.ArgumentParser(
         prog="bodyscore",
         description="Body part regression for CT: a 0-100 anatomical score for every axial "
@@ -597,15 +605,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_crop(sub)
     _add_models(sub)
     _add_training(sub)
-    _register_command_modules(sub)
+    if command_modules:
+        _register_command_modules(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
-    parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    parser = build_parser(command_modules=command not in _BUILT_IN_COMMANDS)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # argparse exits on --help/--version/usage errors
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE
     _configure_logging(args.verbose)
