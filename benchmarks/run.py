@@ -2,8 +2,10 @@
 
 For each size (default 120 × 5 mm, 300 × 1.5 mm, 800 × 0.8 mm; 512 × 512 synthetic CTs from
 :func:`bodyscore.synth.generate_volume`, written as int16 ``.nii.gz``) it runs, each in a
-process of its own and ``--repeats`` times (medians reported), so that wall time includes
-interpreter start-up and the peak RSS is that process's own (``os.wait4`` → ``ru_maxrss``):
+process of its own and ``--repeats`` times (medians reported; the nibabel read and bodyscore
+alternate, so that a drift of the machine's speed touches both alike), so that wall time
+includes interpreter start-up and the peak RSS is that process's own (``os.wait4`` →
+``ru_maxrss``):
 
 * **nibabel read** — ``python -c "import nibabel, numpy; numpy.asarray(nibabel.load(F).dataobj)"``,
   the reference: what it costs just to load the file;
@@ -24,7 +26,7 @@ the machine was not idle and every time (not the RSS) is invalid, and RESULTS.md
 themselves, bpreg and the cohort to about 2 on 2 cores.) Writes ``benchmarks/RESULTS.md``::
 
     benchmarks/bpreg/setup_bpreg_venv.sh
-    python benchmarks/run.py                      # ~15 min on 2 idle cores
+    python benchmarks/run.py                      # ~10 min on 2 idle cores
     python benchmarks/run.py --sizes 120x5 --skip-bpreg --repeats 1    # quick look
 """
 
@@ -190,9 +192,16 @@ class Series:
         return max(m.foreign_cpu_share for m in self.runs)
 
 
-def repeat(cmd: Sequence[str], repeats: int, env: dict[str, str] | None = None) -> Series:
-    """``measure(cmd)`` ``repeats`` times."""
-    return Series(tuple(measure(cmd, env=env) for _ in range(repeats)))
+def interleaved(commands: Sequence[Sequence[str]], repeats: int,
+                env: dict[str, str] | None = None) -> list[Series]:
+    """``repeats`` rounds of every command in turn (a, b, a, b, ...), one Series per command:
+    a drift of the machine's speed (a shared VM's) then touches each command alike, so their
+    ratio holds where back-to-back blocks of repeats would not."""
+    runs: list[list[Measurement]] = [[] for _ in commands]
+    for _ in range(repeats):
+        for out, cmd in zip(runs, commands, strict=True):
+            out.append(measure(cmd, env=env))
+    return [Series(tuple(r)) for r in runs]
 
 
 def _in_subprocess(function: str, *args: str) -> Path:
@@ -313,7 +322,8 @@ def write_results(path: Path, info: dict[str, Any], rows: list[dict[str, Any]],
         "",
         "Produced by `python benchmarks/run.py` (do not edit by hand; rerun). Every number is a",
         "separate process: wall time includes interpreter start-up, imports and model loading;",
-        "peak RSS is that process's maximum resident set. Medians of the repeats.",
+        "peak RSS is that process's maximum resident set. Medians of the repeats (the",
+        "nibabel read and bodyscore predict alternate).",
         "",
     ]
     if loaded:
@@ -412,7 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="NxDZ, e.g. 300x1.5")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="rounds of the nibabel read and bodyscore predict, interleaved")
     parser.add_argument("--bpreg-repeats", type=int, default=1,
                         help="bpreg runs per size (it is slow; 1 is enough for a ≥25× check)")
     parser.add_argument("--bpreg-venv", type=Path,
@@ -450,9 +461,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir = work / f"bodyscore_out_{size}"
         out_dir.mkdir(exist_ok=True)
         row: dict[str, Any] = {"size": size}
-        row["read"] = repeat([sys.executable, "-c", NIBABEL_READ, str(volume)], args.repeats, env)
-        row["bodyscore"] = repeat([sys.executable, "-c", CLI, "predict", str(volume), "-o",
-                                   str(out_dir), "--model", str(args.model)], args.repeats, env)
+        row["read"], row["bodyscore"] = interleaved(
+            [[sys.executable, "-c", NIBABEL_READ, str(volume)],
+             [sys.executable, "-c", CLI, "predict", str(volume), "-o", str(out_dir), "--model",
+              str(args.model)]], args.repeats, env)
         if run_bpreg and vgg is not None:
             row["bpreg"] = _bpreg(args.bpreg_venv, vgg, volume, work, size, args.bpreg_repeats)
         stages = measure([sys.executable, "-c", STAGES, str(args.model), str(volume),

@@ -4,7 +4,8 @@
         --cost benchmarks/accuracy/ablations/backbone_cost.json -o benchmarks/accuracy/ablations
 
 Reads the ``cv.json`` files that ``cross_validate.py`` wrote (one per variant, all with the
-same folds and steps for a fair comparison: the script refuses to mix protocols) and writes
+same folds and steps for a fair comparison: the script refuses to mix protocols, except the
+training length with ``--steps-may-differ``, which adds a ``steps`` column) and writes
 ``ablations.md`` / ``ablations.json``. Every number comes from those files.
 """
 
@@ -58,25 +59,32 @@ def _real_cells(real: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _protocol(cv: dict[str, Any]) -> tuple[Any, ...]:
+def _protocol(cv: dict[str, Any], *, with_steps: bool = True) -> tuple[Any, ...]:
     """Steps and held-out annotated volumes of the folds present: recipes that train with
     different unlabelled volumes are compared on the same annotated folds."""
     folds = tuple(tuple(v for v in f["volumes"] if v not in f.get("unlabelled", ()))
                   for f in cv["fold_table"] if f["fold"] in cv["folds_present"])
-    return cv["steps"], folds
+    return (cv["steps"] if with_steps else None), folds
 
 
-def build(paths: list[Path]) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """Rows of the table and the shared protocol; raises ValueError when protocols differ."""
+def build(paths: list[Path], *, steps_may_differ: bool = False
+          ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Rows of the table and the shared protocol; raises ValueError when protocols differ
+    (the training length may differ with ``steps_may_differ``: a ``steps`` column then)."""
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
-    protocols = {_protocol(cv) for cv in runs}
+    protocols = {_protocol(cv, with_steps=not steps_may_differ) for cv in runs}
     if len(protocols) != 1:
         raise ValueError("the runs differ in steps or held-out folds; compare like with like")
     steps, folds = protocols.pop()
-    meta = {"steps": steps, "folds": [list(f) for f in folds],
+    meta = {"steps": steps if steps is not None else sorted({cv["steps"] for cv in runs}),
+            "folds": [list(f) for f in folds],
             "commits": sorted({cv["git_commit"] for cv in runs}),
             "incomplete": [cv["variant"] for cv in runs if cv.get("incomplete")]}
-    return [_row(cv) for cv in runs], meta
+    rows = [_row(cv) for cv in runs]
+    if steps_may_differ:
+        rows = [{"variant": row["variant"], "steps": str(cv["steps"]), **row}
+                for row, cv in zip(rows, runs, strict=True)]
+    return rows, meta
 
 
 def markdown(rows: list[dict[str, str]], meta: dict[str, Any],
@@ -84,10 +92,12 @@ def markdown(rows: list[dict[str, str]], meta: dict[str, Any],
     check_names = [k for k in rows[0] if k not in ("variant", "mae", "mae_low", "acc5", "region")]
     header = ["variant", "landmark MAE, medium/high (± SE)", "MAE, low confidence",
               "5-class accuracy %", "region accuracy %", *check_names]
+    steps = (f"{meta['steps']} steps" if isinstance(meta["steps"], int)
+             else "the steps of its `steps` column")
     lines = [
         "# Ablations (cross-validated on the real volumes)",
         "",
-        f"Each variant trained {meta['steps']} steps per fold on the same held-out folds: "
+        f"Each variant trained {steps} per fold on the same held-out folds: "
         + "; ".join(", ".join(f) for f in meta["folds"])
         + f". Code: {', '.join(meta['commits'])}."
         + (f" Incomplete runs: {', '.join(meta['incomplete'])}." if meta["incomplete"] else ""),
@@ -115,10 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cv", type=Path, nargs="+", help="cv.json of each variant")
     parser.add_argument("--cost", type=Path, help="backbone_cost.json")
+    parser.add_argument("--steps-may-differ", action="store_true",
+                        help="compare runs of different training lengths (a steps column)")
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/accuracy/ablations"))
     args = parser.parse_args(argv)
     try:
-        rows, meta = build(args.cv)
+        rows, meta = build(args.cv, steps_may_differ=args.steps_may_differ)
     except (OSError, ValueError, KeyError) as exc:
         sys.stderr.write(f"ablation_table: {exc}\n")
         return 2

@@ -55,3 +55,16 @@ def test_runs_with_another_protocol_are_refused(tmp_path: Path, other: dict[str,
     with pytest.raises(ValueError, match="compare like with like"):
         ablation.build(paths)
     assert ablation.main([str(p) for p in paths] + ["-o", str(tmp_path / "out")]) == 2
+
+
+def test_training_length_may_differ_when_asked_and_becomes_a_column(tmp_path: Path) -> None:
+    paths = [_write(tmp_path, _cv("baseline")), _write(tmp_path, _cv("long", steps=1000))]
+    rows, meta = ablation.build(paths, steps_may_differ=True)
+    assert [r["steps"] for r in rows] == ["500", "1000"]
+    assert meta["steps"] == [500, 1000]
+    text = ablation.markdown(rows, meta, None)
+    assert "trained the steps of its `steps` column per fold" in text
+    assert "| long | 5.00 ± 0.50 (n=10) |" in text
+    assert "| 1000 | 2/2 |" in text   # the steps column comes first among the checks
+    assert ablation.main([str(p) for p in paths] + ["--steps-may-differ", "-o",
+                                                     str(tmp_path / "out")]) == 0

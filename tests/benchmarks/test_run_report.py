@@ -41,3 +41,14 @@ def test_measure_reports_other_processes_cpu_as_a_share() -> None:
     assert m.returncode == 0
     assert 0.0 <= m.foreign_cpu_share <= 1.0
     assert series(1.0, foreign=0.3).max_foreign == 0.3
+
+
+def test_interleaved_alternates_the_commands(tmp_path: Path) -> None:
+    log = tmp_path / "order.txt"
+    commands = [[sys.executable, "-c", f"open({str(log)!r}, 'a').write({name!r})"]
+                for name in ("r", "b")]
+    read, ours = run.interleaved(commands, 3)
+    assert log.read_text() == "rbrbrb"
+    assert len(read.runs) == len(ours.runs) == 3
+    assert read.ok
+    assert ours.ok
