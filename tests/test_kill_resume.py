@@ -24,7 +24,7 @@ import pytest
 from bodyscore.cli import main
 from bodyscore.errors import OutputError
 from bodyscore.export import atomic
-from bodyscore.export.atomic import atomic_write_text, remove_stale_parts
+from bodyscore.export.atomic import STALE_PART_AGE_S, atomic_write_text, remove_stale_parts
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 N_INPUTS = 8
@@ -116,13 +116,19 @@ def test_stale_part_files_are_removed_by_the_next_write(tmp_path: Path) -> None:
     target = tmp_path / "a.json"
     stale = tmp_path / ".a.json.k1ll3d.part"
     other = tmp_path / ".b.json.k1ll3d.part"
-    stale.write_text("half")
-    other.write_text("half")
+    in_progress = tmp_path / ".a.json.writing.part"   # another process's write, just now
+    for path in (stale, other, in_progress):
+        path.write_text("half")
+    old = time.time() - 2 * STALE_PART_AGE_S
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
     atomic_write_text(target, "{}")
     assert target.read_text() == "{}"
     assert not stale.exists()
+    assert in_progress.exists()  # younger than STALE_PART_AGE_S: left to its writer
     assert other.exists()  # belongs to another target, whose own write removes it
     assert remove_stale_parts(tmp_path / "b.json") == [other]
+    assert remove_stale_parts(target, min_age_s=0.0) == [in_progress]
 
 
 def test_output_never_overwrites_an_input(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -3,7 +3,10 @@
 An interrupted run (kill, disk full) therefore never leaves a half-written output: either the
 old file (or nothing) or the complete new file is there. The data is flushed to disk (fsync)
 before the rename. A run killed with SIGKILL cannot remove its temporary file
-(``.<name>.<random>.part``); the next successful write of the same target removes such leftovers.
+(``.<name>.<random>.part``); the next successful write of the same target removes such leftovers
+once they have not changed for :data:`STALE_PART_AGE_S` (younger ones may belong to another
+process writing the same target at the same time, e.g. two cross-validation processes on one
+output folder).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import errno
 import glob
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +30,10 @@ __all__ = [
     "describe_os_error",
     "remove_stale_parts",
 ]
+
+#: A temporary file unchanged for this long (s) is a killed run's leftover, not a write in
+#: progress.
+STALE_PART_AGE_S = 600.0
 
 
 def apply_umask(path: Path) -> None:
@@ -89,16 +97,21 @@ def _fsync(path: Path) -> None:
             os.close(fd)
 
 
-def remove_stale_parts(target: str | os.PathLike[str]) -> list[Path]:
+def remove_stale_parts(target: str | os.PathLike[str], *,
+                       min_age_s: float = STALE_PART_AGE_S) -> list[Path]:
     """Delete temporary files (``.<target name>.*.part[suffix]``) a killed run left beside
-    ``target``.
+    ``target``: those unchanged for at least ``min_age_s`` seconds (a younger one may be
+    another process's write in progress).
 
     Called after each successful atomic write; returns the files removed.
     """
     target = Path(target)
     removed = []
+    now = time.time()
     for stale in target.parent.glob(f".{glob.escape(target.name)}.*.part*"):
         with contextlib.suppress(OSError):
+            if now - stale.stat().st_mtime < min_age_s:
+                continue
             stale.unlink()
             removed.append(stale)
     return removed
