@@ -225,8 +225,9 @@ def smooth_scores(
     -----
     * Uniform spacing (every step within 1 % of the mean step dz): exactly bpreg — the valid
       values are compressed (neighbours across a NaN gap become adjacent), filtered with
-      ``scipy.ndimage.gaussian_filter1d(sigma=sigma_mm / dz, mode="reflect", truncate=4.0)`` and
-      written back to their positions. Stacks shorter than ``SHORT_STACK_SIGMAS`` · σ use
+      ``scipy.ndimage.gaussian_filter1d(sigma=sigma_mm / dz, mode="reflect", truncate=4.0)``
+      (its numpy copy :func:`bodyscore.filters.gaussian_filter1d`) and written back to their
+      positions. Stacks shorter than ``SHORT_STACK_SIGMAS`` · σ use
       ``mode="nearest"`` instead (differs from bpreg): with a kernel much longer than the curve,
       reflection makes a rising curve fall (e.g. [2, 28.5, 55] at 1 mm steps), which would flag
       a correct thin slab as reversed; edge replication keeps any monotone curve monotone.
