@@ -157,7 +157,10 @@ def _score_one(
     """
     from bodyscore.inference import predict
     from bodyscore.io import read_volume
+    from bodyscore.io.nifti import import_nibabel_without_pydicom
 
+    if path.lower().endswith(_NIFTI_SUFFIXES):
+        import_nibabel_without_pydicom()  # 0.2 s less start-up; this process is ours
     volume = read_volume(path, series_uid=series_uid) if keep_volume else None
     update, close = _progress_bar(args.progress, input_stem(path))
     try:

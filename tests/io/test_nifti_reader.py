@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -211,3 +213,42 @@ def test_volume_from_array_and_write_nifti_roundtrip(tmp_path: Path) -> None:
     floats = write_nifti(volume_from_array(array * 0.5, (1, 1, 1)), tmp_path / "f.nii")
     assert nib.load(str(floats)).get_data_dtype() == np.float32
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["f.nii", "sub", "v.nii.gz"]
+
+
+_LEAN_IMPORT_CHECK = r"""
+import sys
+import numpy as np
+from bodyscore.io.nifti import import_nibabel_without_pydicom, read_nifti
+import_nibabel_without_pydicom()
+assert "pydicom" not in sys.modules, "nibabel imported pydicom"
+import nibabel as nib
+assert not nib.nifti1.have_dicom
+# a NIfTI whose header carries a DICOM extension (ecode 2) still reads; the extension stays bytes
+image = nib.Nifti1Image(np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4), np.eye(4))
+image.header.extensions.append(nib.nifti1.Nifti1Extension(2, b"not parsed"))
+nib.save(image, sys.argv[1])
+volume = read_nifti(sys.argv[1])
+assert volume.shape == (4, 3, 2), volume.shape
+import pydicom  # the DICOM readers can still import it
+assert hasattr(pydicom, "dcmread")
+print("ok")
+"""
+
+
+def test_nibabel_imported_without_pydicom_still_reads_dicom_extensions(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _LEAN_IMPORT_CHECK, str(tmp_path / "ext.nii.gz")],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+
+
+def test_lean_nibabel_import_is_a_no_op_once_pydicom_is_imported() -> None:
+    code = ("import sys, pydicom; from bodyscore.io.nifti import import_nibabel_without_pydicom;"
+            "import_nibabel_without_pydicom(); import nibabel;"
+            "assert nibabel.nifti1.have_dicom; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,12 +43,39 @@ from bodyscore.io._common import (
 from bodyscore.io._inflate import GzipStream
 from bodyscore.volume import Volume, VolumeGeometry
 
-__all__ = ["NIFTI_SUFFIXES", "NiftiSlabs", "read_nifti", "write_nifti"]
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "NiftiSlabs",
+    "import_nibabel_without_pydicom",
+    "read_nifti",
+    "write_nifti",
+]
 
 logger = logging.getLogger(__name__)
 
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot compress better than ~1032:1
 _GZIP_SLACK = 2**20  # inflated bytes accepted after the image data (padding, odd writers)
+
+
+def import_nibabel_without_pydicom() -> None:
+    """Import nibabel without letting it import pydicom, for processes that own their imports.
+
+    ``nibabel.nifti1`` imports pydicom (when installed) only to parse the DICOM extension of a
+    NIfTI header (ecode 2); pydicom's import is about half of nibabel's (0.2 s of a 1 s CLI
+    run, ``benchmarks/RESULTS.md``). Without pydicom nibabel keeps such an extension as raw bytes
+    (its own fallback, ``Nifti1Extension``), which bodyscore never reads. pydicom stays
+    importable afterwards (the DICOM readers import it themselves). Called by the CLI before
+    it reads a NIfTI (cohort workers pay the import once per process, so they do not); a no-op
+    once nibabel or pydicom is imported, so a library user's process is never changed behind
+    their back.
+    """
+    if "nibabel" in sys.modules or "pydicom" in sys.modules:
+        return
+    sys.modules["pydicom"] = None  # type: ignore[assignment]  # makes `import pydicom` fail
+    try:
+        import nibabel  # noqa: F401
+    finally:
+        del sys.modules["pydicom"]
 
 
 def _load_errors() -> tuple[type[BaseException], ...]:
