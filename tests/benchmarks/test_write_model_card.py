@@ -55,3 +55,9 @@ def test_comparison_table_rows() -> None:
     assert rows[2] == "| this model's recipe | 5.00 ± 0.50 | 75 % | 2/3 | 1/2 | 3/3 | – |"
     assert rows[3].endswith("| +2.00 ± 1.00 (n=2) |")
     assert rows[4].endswith("| other folds or steps |")
+
+
+def test_cv_steps_text_says_whether_the_folds_train_as_long_as_the_shipped_model() -> None:
+    assert "as many as the shipped model" in card.cv_steps_text(2000, 2000)
+    assert "fewer than the shipped model's 2000" in card.cv_steps_text(500, 2000)
+    assert "more than the shipped model's 1000" in card.cv_steps_text(2000, 1000)
