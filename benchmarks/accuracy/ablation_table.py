@@ -17,6 +17,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks" / "accuracy"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from real_checks import format_rate  # noqa: E402
+
 
 def _value(block: dict[str, Any] | None, scale: float = 1.0, digits: int = 2) -> str:
     if not block or block.get("mean") is None:
@@ -40,18 +46,14 @@ def _row(cv: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def _count(rate: dict[str, int] | None) -> str:
-    return f"{rate['passed']}/{rate['total']}" if rate else "–"
-
-
 def _real_cells(real: dict[str, Any]) -> dict[str, str]:
     """Columns from every held-out real volume (issue 17): monotony, independence, legs."""
     overall = (real.get("monotony") or {}).get("overall") or {}
     independence = (real.get("independence") or {}).get("mean_std")
     legs = real.get("legs") or {}
     return {
-        "all held-out real: increasing": _count(overall.get("increasing")),
-        "all held-out real: reversed flagged": _count(overall.get("reversed_copy_flagged")),
+        "all held-out real: increasing": format_rate(overall.get("increasing")),
+        "all held-out real: reversed flagged": format_rate(overall.get("reversed_copy_flagged")),
         "independence: mean std at contour boundaries": (
             "–" if independence is None else f"{independence:.2f}"),
         "legs slices < 0": (f"{legs['below_zero']}/{legs['slices']}" if legs.get("slices")
