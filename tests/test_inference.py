@@ -33,6 +33,14 @@ def model(tiny_model_dir):
     return load_model(tiny_model_dir)
 
 
+
+def _run_in_fresh_interpreter(code: str) -> None:
+    """Run ``code`` in a new Python process (clean ``sys.modules``); fail with its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    done = subprocess.run([sys.executable, "-c", code], check=False, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
 def test_raw_scores_equal_direct_prediction_for_any_batch_size(model):
     volume = _volume()
     direct = model.predict_raw(preprocess_slices(volume.array, pixel_spacing_mm=(2.5, 2.5)))
@@ -92,10 +100,7 @@ def test_scoring_a_nifti_file_imports_no_scipy_ndimage_dicom_reader_or_download(
         "          'bodyscore.model.download', 'torch') if m in sys.modules]\n"
         "assert not loaded, loaded\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    done = subprocess.run([sys.executable, "-c", code], check=False, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    _run_in_fresh_interpreter(code)
 
 
 def test_import_bodyscore_and_onnx_inference_do_not_import_torch(tiny_model_dir):
@@ -108,7 +113,4 @@ def test_import_bodyscore_and_onnx_inference_do_not_import_torch(tiny_model_dir)
         "m.predict_raw(np.full((2, 1, 128, 128), -1, np.float32))\n"
         "assert 'torch' not in sys.modules, 'onnx inference'\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    done = subprocess.run([sys.executable, "-c", code], check=False, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    _run_in_fresh_interpreter(code)
