@@ -33,13 +33,13 @@ def model(tiny_model_dir):
     return load_model(tiny_model_dir)
 
 
-
 def _run_in_fresh_interpreter(code: str) -> None:
     """Run ``code`` in a new Python process (clean ``sys.modules``); fail with its stderr."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     done = subprocess.run([sys.executable, "-c", code], check=False, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
 
 def test_raw_scores_equal_direct_prediction_for_any_batch_size(model):
     volume = _volume()
