@@ -255,3 +255,48 @@ def test_multi_session_resume_with_regions_and_correspondence(cache: Path, tmp_p
     rows = read_log(full.log_path)
     assert [r["loss"] for r in rows] == [r["loss"] for r in read_log(resumed.log_path)]
     assert any(float(r["loss_correspondence"]) > 0 for r in rows)
+
+
+def test_weight_average_is_packaged_and_resumes_exactly(cache: Path, tmp_path: Path):
+    """With ``weight_average_decay`` the checkpoint holds the moving average; a resumed run
+    ends with the same average as an uninterrupted one, and the package holds the average,
+    not the last weights."""
+    config = tiny_config(cache, weight_average_decay=0.8)
+    full = train(config.replace(calibrate=True), out_dir=tmp_path / "full")
+    train(config.replace(max_steps=6), out_dir=tmp_path / "split")
+    train(config, out_dir=tmp_path / "split")
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert int(a["weight_average"]["n_averaged"]) == 12
+    for key, value in a["weight_average"].items():
+        assert torch.equal(value, b["weight_average"][key]), key
+    assert full.package_dir is not None
+    packaged = torch.load(full.package_dir / "model.pt", weights_only=False)
+    packaged = packaged.get("state_dict", packaged) if isinstance(packaged, dict) else packaged
+    name = next(k for k, v in a["model"].items() if v.is_floating_point())
+    assert torch.equal(packaged[name], a["weight_average"][f"module.{name}"])
+    assert not torch.equal(packaged[name], a["model"][name])
+
+
+def test_weight_average_by_hand():
+    """Two updates of decay 0.5 from w0: copy w0, then (w0 + w1) / 2 (buffers included)."""
+    from bodyscore.train.trainer import weight_average
+
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    assert weight_average(net, None) is None
+    average = weight_average(net, 0.5)
+    with torch.no_grad():
+        net[0].weight.fill_(2.0)
+        net[1].running_mean.fill_(4.0)
+    average.update_parameters(net)
+    with torch.no_grad():
+        net[0].weight.fill_(6.0)
+        net[1].running_mean.fill_(0.0)
+    average.update_parameters(net)
+    assert float(average.module[0].weight.detach()) == pytest.approx(4.0)
+    assert float(average.module[1].running_mean) == pytest.approx(2.0)
+
+
+def test_weight_average_decay_is_checked():
+    with pytest.raises(InputError, match="weight_average_decay"):
+        TrainConfig(weight_average_decay=1.0)

@@ -171,6 +171,11 @@ class TrainConfig:
         ``(s, lr)`` reached (empty: constant ``lr``).
     lr : float
         Adam learning rate.
+    weight_average_decay : float or None
+        Exponential moving average of the network's weights and BatchNorm statistics
+        (Polyak averaging; the average moves by ``1 - decay`` towards the weights after each
+        step, i.e. it spans about ``1 / (1 - decay)`` steps); the average, not the last
+        weights, is validated, calibrated and packaged. None: off.
     max_steps : int
         Optimiser steps in total.
     checkpoint_every : int
@@ -247,6 +252,7 @@ class TrainConfig:
     tag_min_present_landmarks: Mapping[str, int] = field(default_factory=dict)
     lr: float = 1e-4
     lr_milestones: tuple[tuple[int, float], ...] = ()
+    weight_average_decay: float | None = None
     max_steps: int = 1000
     checkpoint_every: int = 100
     log_every: int = 10
@@ -276,6 +282,9 @@ class TrainConfig:
         problems += self._share_problems()
         if not 0 <= self.val_fraction < 1:
             problems.append(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        decay = self.weight_average_decay
+        if decay is not None and not 0 < decay < 1:
+            problems.append(f"weight_average_decay must be in (0, 1) or null, got {decay}")
         if self.max_steps < 1 or self.checkpoint_every < 1 or self.log_every < 1:
             problems.append("max_steps, checkpoint_every and log_every must be >= 1")
         overlap = set(self.train_only) & set(self.holdout)

@@ -5,10 +5,11 @@ with the losses of :mod:`~bodyscore.train.losses`, validates once per epoch, che
 finally calibrates (:mod:`~bodyscore.train.calibrate`) and writes a model package
 (:func:`bodyscore.model.package.save_package`) into ``out_dir/model``.
 
-Files in ``out_dir``: ``checkpoint.pt`` (atomic; model, optimizer, RNG states, step),
-``train_log.csv`` (one row per ``log_every`` steps and per epoch end: step, epoch, loss terms
-averaged since the previous row, validation metrics, seconds), ``cache/`` (unless
-``cache_dir`` is set), ``synthetic/`` and ``model/``.
+Files in ``out_dir``: ``checkpoint.pt`` (atomic; model, optimizer, RNG states, step, and the
+weight average when ``weight_average_decay`` is set), ``train_log.csv`` (one row per
+``log_every`` steps and per epoch end: step, epoch, loss terms averaged since the previous
+row, validation metrics, seconds), ``cache/`` (unless ``cache_dir`` is set), ``synthetic/``
+and ``model/``.
 
 Determinism: the volume order of epoch e is drawn from (seed, e), the slices and augmentation
 of each item from (seed, step, rank, slot), so a resumed run repeats exactly what an
@@ -359,6 +360,7 @@ class _Session:
     model: Any
     optimizer: Any
     per_epoch: int
+    averaged: Any = None
     synthetic_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     regions: tuple[str, ...] = ()
     annotated_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -372,6 +374,12 @@ class _Session:
     @property
     def checkpoint_path(self) -> Path:
         return self.out / CHECKPOINT_NAME
+
+    @property
+    def scoring_network(self) -> Any:
+        """The network that is validated, calibrated and packaged: the weight average when
+        ``weight_average_decay`` is set, else the trained network itself."""
+        return self.network if self.averaged is None else self.averaged.module
 
     @property
     def log_path(self) -> Path:
@@ -398,6 +406,17 @@ def _epoch_order(run: _Session, epoch: int) -> np.ndarray:
                                   seed=config.seed, epoch=epoch)
     return mixed_epoch_order(run.synthetic_mask, share=config.synthetic_share,
                              seed=config.seed, epoch=epoch)
+
+
+def weight_average(network: torch.nn.Module, decay: float | None) -> Any:
+    """An exponential moving average of ``network``'s weights and buffers
+    (:class:`torch.optim.swa_utils.AveragedModel`; its first update copies the weights), or
+    None when ``decay`` is None."""
+    if decay is None:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(network, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _setup(config: TrainConfig, out: Path) -> _Session:
@@ -453,6 +472,7 @@ def _setup(config: TrainConfig, out: Path) -> _Session:
         config=config, out=out, cache_dir=cache_dir, dist=dist_info, device=device,
         manifest=manifest, train_set=train_set, val_set=val_set, network=network, model=model,
         optimizer=torch.optim.Adam(model.parameters(), lr=config.lr),
+        averaged=weight_average(network, config.weight_average_decay),
         per_epoch=steps_per_epoch(epoch_length, batch_size=config.batch_size,
                                   world_size=dist_info.world_size),
         synthetic_mask=synthetic, regions=regions, annotated_mask=annotated,
@@ -466,6 +486,11 @@ def _resume(run: _Session) -> None:
     state = torch.load(run.checkpoint_path, map_location=run.device, weights_only=True)
     run.network.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
+    if run.averaged is not None and "weight_average" in state:
+        run.averaged.load_state_dict(state["weight_average"])
+    elif run.averaged is not None:
+        logger.warning("%s holds no weight average: it starts from the resumed weights",
+                       run.checkpoint_path)
     _set_rng_state(state["rng"])
     run.step = int(state["step"])
     # windows of checkpoints written before the region/slope terms are shorter: pad with 0
@@ -538,6 +563,8 @@ def _train_step(run: _Session) -> None:
     run.optimizer.zero_grad(set_to_none=True)
     terms.total.backward()
     run.optimizer.step()
+    if run.averaged is not None:
+        run.averaged.update_parameters(run.network)
     run.step += 1
     run.window.append([float(terms.total.detach()), terms.order, terms.distance, terms.anchor,
                        terms.region, terms.slope, terms.correspondence])
@@ -554,7 +581,7 @@ def _log(run: _Session, *, started: float, validate: bool) -> None:
            "val_order_accuracy": "", "val_landmark_spread": "",
            "seconds": f"{time.perf_counter() - started:.2f}"}
     if validate and len(run.val_set) and run.dist.is_main:
-        run.metrics = _validate(run.network, run.val_set,
+        run.metrics = _validate(run.scoring_network, run.val_set,
                                 max_slices=run.config.val_max_slices, device=run.device)
         row.update({k: _fmt(v) for k, v in run.metrics.items()})
     run.rows.append(row)
@@ -599,6 +626,8 @@ def train(config: TrainConfig, *, out_dir: str | os.PathLike[str],
                 "step": run.step, "model": run.network.state_dict(),
                 "optimizer": run.optimizer.state_dict(), "rng": _rng_state(),
                 "window": run.window, "config": config.to_dict(),
+                **({} if run.averaged is None
+                   else {"weight_average": run.averaged.state_dict()}),
             })
     run.dist.barrier()
     package_dir: Path | None = None
@@ -626,7 +655,7 @@ def _calibrate_and_package(run: _Session) -> tuple[Path | None, InferenceSetting
     published = (InferenceSettings.from_file(config.published_settings)
                  if config.published_settings else None)
     try:
-        settings = calibrate_model(run.network, run.manifest, run.cache_dir,
+        settings = calibrate_model(run.scoring_network, run.manifest, run.cache_dir,
                                    published=published, device=run.device,
                                    include_synthetic=config.synthetic_supervision)
         if config.tag_min_present_landmarks:
@@ -636,7 +665,7 @@ def _calibrate_and_package(run: _Session) -> tuple[Path | None, InferenceSetting
         logger.warning("no model package written: %s", exc)
         return None, None
     package = run.out / "model"
-    save_package(package, state_dict=run.network.state_dict(),
+    save_package(package, state_dict=run.scoring_network.state_dict(),
                  config=_package_config(config, run.manifest), settings=settings,
                  model_card=_model_card(config, run.manifest, run.step, run.metrics),
                  export_onnx=config.export_onnx, overwrite=True)
