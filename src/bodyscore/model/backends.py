@@ -104,7 +104,8 @@ class OnnxBackend:
     Notes
     -----
     The session is opened once per process and file (:data:`_SESSIONS`); int8 dynamic
-    quantisation was measured and rejected (slower on CPU, scores off by 2.5 units).
+    quantisation was measured and rejected (10× slower on this CPU and scores off by 0.5
+    units, over the 0.3 limit; ``benchmarks/ONNX_SETTINGS.md``).
     """
 
     name = "onnx"
