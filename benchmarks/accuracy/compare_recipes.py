@@ -3,6 +3,7 @@
     A=benchmarks/accuracy
     python $A/compare_recipes.py --recipe "default 2026.12.1 (2,000 steps, seed 0)=$A/cv/cv.json" \
         --recipe "same recipe, seed 1=$A/cv/seed-1/cv.json" \
+        --recipe "same recipe, seed 2=$A/cv/seed-2/cv.json" \
         --recipe "same recipe, 500 steps=$A/cv/steps-500/cv.json" \
         --recipe "2026.11.4 (synthetic)=$A/cv/recipe-2026.11.4/cv.json:$A/synthetic/unseen-real.json" \
         --recipe "real-only 2026.11.3=$A/cv/recipe-2026.11.3/cv.json:$A/real-only/unseen-real.json" \
