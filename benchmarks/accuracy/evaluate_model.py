@@ -106,7 +106,7 @@ def published_table(path: Path = PUBLISHED) -> dict[str, float]:
     return table
 
 
-def _only_confidence(annotations: dict[str, VolumeAnnotation], keep: set[str | None]
+def only_confidence(annotations: dict[str, VolumeAnnotation], keep: set[str | None]
                      ) -> dict[str, VolumeAnnotation]:
     out = {}
     for vid, a in annotations.items():
@@ -148,7 +148,7 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _landmark_errors(volume: Any, report: Any) -> dict[str, float | None]:
+def landmark_errors(volume: Any, report: Any) -> dict[str, float | None]:
     """Signed error (score − reference) / d of each landmark shared with the reference."""
     scores = m.canonical_table(volume.landmark_scores)
     return {name: _num((score - report.reference[name]) / report.d)
@@ -168,7 +168,7 @@ def _summary(report: Any) -> dict[str, Any]:
                                      "accuracy": _num(v.accuracy),
                                      "region_accuracy": _num(v.region_accuracy),
                                      "n_landmarks": len(v.landmark_scores),
-                                     "errors": _landmark_errors(v, report)}
+                                     "errors": landmark_errors(v, report)}
                        for v in report.volumes},
         "per_landmark": [{"landmark": e.name, "n": e.n, "reference": _num(e.reference_score),
                           "mae": _num(e.mae.mean), "mae_se": _num(e.mae.se),
@@ -184,7 +184,7 @@ def landmark_metrics(model: Any, annotations: dict[str, VolumeAnnotation],
     published scale and against the model's own reference table."""
     out: dict[str, Any] = {}
     for label, keep in CONFIDENCE_SETS.items():
-        subset = _only_confidence(annotations, keep)
+        subset = only_confidence(annotations, keep)
         subset = {k: v for k, v in subset.items() if v.landmarks}
         if not subset:
             continue

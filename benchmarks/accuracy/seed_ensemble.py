@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from evaluate_model import (  # noqa: E402
     CONFIDENCE_SETS,
     CT_DIR,
-    _landmark_errors,
-    _only_confidence,
+    landmark_errors,
+    only_confidence,
     published_table,
 )
 
@@ -62,13 +62,13 @@ def _mean_result(results: list[Any]) -> Any:
 def _mae(results: dict[str, Any], annotations: dict[str, Any], published: dict[str, float],
          model: Any) -> tuple[float, float, int]:
     """Landmark MAE ± SE (n landmarks) of ``results`` against the published scale."""
-    subset = {k: v for k, v in _only_confidence(annotations, CONFIDENCE_SETS["medium_high"]
+    subset = {k: v for k, v in only_confidence(annotations, CONFIDENCE_SETS["medium_high"]
                                                 ).items() if v.landmarks and k in results}
     report = evaluate_model_on(model, subset, reference=published, landmarks=None,
                                results={k: results[k] for k in subset},
                                cache_dir=tempfile.mkdtemp(prefix="bodyscore_ens_"))
     # pooled over landmarks, as cross_validate.py's headline (not the mean over volumes)
-    errors = np.abs([e for v in report.volumes for e in _landmark_errors(v, report).values()
+    errors = np.abs([e for v in report.volumes for e in landmark_errors(v, report).values()
                      if e is not None])
     return float(errors.mean()), float(errors.std(ddof=1) / np.sqrt(errors.size)), errors.size
 
