@@ -107,7 +107,7 @@ def published_table(path: Path = PUBLISHED) -> dict[str, float]:
 
 
 def only_confidence(annotations: dict[str, VolumeAnnotation], keep: set[str | None]
-                     ) -> dict[str, VolumeAnnotation]:
+                    ) -> dict[str, VolumeAnnotation]:
     out = {}
     for vid, a in annotations.items():
         kept = {n: p for n, p in a.landmarks.items() if p.confidence in keep}

@@ -1,7 +1,7 @@
 """Landmark error of a seed ensemble, cross-validated (issue 17: is averaging seeds worth it?).
 
     python benchmarks/accuracy/seed_ensemble.py --member runs/cv/seed1-2000 \
-        --member runs/cv/seed2-2000 -o benchmarks/accuracy/ablations/seed-ensemble.md
+        --member runs/cv/seed2-2000 -o benchmarks/accuracy/ablations/seed-noise/seed-ensemble.md
 
 Each ``--member`` is a ``cross_validate.py`` output folder of the same folds (its
 ``fold-i/model`` packages and ``cv.json``). For every annotated volume, the packages of the
@@ -37,6 +37,7 @@ from evaluate_model import (  # noqa: E402
     published_table,
 )
 
+from bodyscore.evaluate import metrics as m  # noqa: E402
 from bodyscore.evaluate.landmarks import read_landmarks  # noqa: E402
 from bodyscore.evaluate.runner import evaluate_model_on  # noqa: E402
 from bodyscore.inference import predict  # noqa: E402
@@ -68,9 +69,9 @@ def _mae(results: dict[str, Any], annotations: dict[str, Any], published: dict[s
                                results={k: results[k] for k in subset},
                                cache_dir=tempfile.mkdtemp(prefix="bodyscore_ens_"))
     # pooled over landmarks, as cross_validate.py's headline (not the mean over volumes)
-    errors = np.abs([e for v in report.volumes for e in landmark_errors(v, report).values()
-                     if e is not None])
-    return float(errors.mean()), float(errors.std(ddof=1) / np.sqrt(errors.size)), errors.size
+    pooled = m.mean_with_se(abs(e) for v in report.volumes
+                            for e in landmark_errors(v, report).values() if e is not None)
+    return pooled.mean, pooled.se, pooled.n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,14 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     annotations = read_landmarks(CT_DIR / "landmarks.json")
     published = published_table()
     folds = _folds(args.member[0])
+    models = {(member, fold): load_model(member / f"fold-{fold}" / "model")
+              for member in args.member for fold in set(folds.values())}
     per_member: list[dict[str, Any]] = [{} for _ in args.member]
     for name, fold in sorted(folds.items()):
         volume = read_volume(CT_DIR / f"{name}.nii.gz")
         for index, member in enumerate(args.member):
-            model = load_model(member / f"fold-{fold}" / "model")
-            per_member[index][name] = predict(volume, model)
+            per_member[index][name] = predict(volume, models[member, fold])
     ensemble = {name: _mean_result([m[name] for m in per_member]) for name in folds}
-    any_model = load_model(args.member[0] / "fold-0" / "model")
+    any_model = next(iter(models.values()))
     rows = [(str(member), *_mae(results, annotations, published, any_model))
             for member, results in zip(args.member, per_member, strict=True)]
     rows.append(("mean of the members' unprocessed scores",
